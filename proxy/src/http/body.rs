@@ -1,0 +1,78 @@
+//! The one body type of the data path, in both directions.
+//!
+//! A request body arrives as hyper's `Incoming` and is handed to the upstream client as
+//! is; a response body comes back the same way. Nothing is collected: frames flow as they
+//! arrive, so memory per request stays bounded whatever the body's size. Local answers
+//! (errors, redirects, direct responses) are small `Full` bodies.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Boxed error for bodies and services.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streaming or fixed body.
+#[derive(Debug, Default)]
+pub enum Body {
+    /// No bytes.
+    #[default]
+    Empty,
+    /// A fixed buffer, sent as one frame.
+    Full(Option<Bytes>),
+    /// Streamed from a peer.
+    Incoming(Incoming),
+}
+
+impl Body {
+    /// A fixed body.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        if b.is_empty() {
+            Self::Empty
+        } else {
+            Self::Full(Some(b))
+        }
+    }
+}
+
+impl From<Incoming> for Body {
+    fn from(b: Incoming) -> Self {
+        Self::Incoming(b)
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Full(b) => b.is_none(),
+            Self::Incoming(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Incoming(b) => b.size_hint(),
+        }
+    }
+}

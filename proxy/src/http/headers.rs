@@ -1,0 +1,391 @@
+//! Header and path rewriting on the way through: pure functions over header maps and
+//! strings, tested by tables.
+//!
+//! - Hop-by-hop headers (RFC 9110 section 7.6.1) belong to one connection and are removed
+//!   in both directions, including every header the `Connection` header names.
+//! - `x-forwarded-for` gets the client's address appended, `x-forwarded-proto` is set to
+//!   the scheme the client used, and `x-request-id` is kept if sane or generated.
+//! - Prefix rewrites and redirect locations.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::snapshot::route::{PathMatch, PathRedirect, Redirect};
+
+/// `x-forwarded-for`
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-request-id`
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers. `te: trailers` survives (gRPC needs it end to end); when
+/// `upgrade` is given, `Upgrade` is kept and `Connection: upgrade` re-added so that the
+/// upstream sees the upgrade request.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    // Fast path: most requests carry none of these.
+    let named_by_connection: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
+        .collect();
+    for name in named_by_connection {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(te) = headers.get(header::TE) {
+        let only_trailers = te.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+        if only_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        } else {
+            headers.remove(header::TE);
+        }
+    }
+    if let Some(proto) = upgrade {
+        headers.insert(header::UPGRADE, proto.clone());
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` plus
+/// `Upgrade: <proto>`), if any.
+pub fn upgrade_request(headers: &HeaderMap) -> Option<&HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        headers.get(header::UPGRADE)
+    } else {
+        None
+    }
+}
+
+/// Appends the client address to `x-forwarded-for` and sets `x-forwarded-proto`.
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, scheme: &'static str) {
+    let ip = client_ip.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")),
+        _ => HeaderValue::from_str(&ip),
+    };
+    if let Ok(v) = xff {
+        // Several x-forwarded-for lines are folded into the one we write.
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+}
+
+/// Keeps a well-formed incoming `x-request-id` (1-128 visible ASCII characters) or sets
+/// a new UUID; returns the value in effect.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID)
+        && (1..=128).contains(&v.len())
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return v.clone();
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let v = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    headers.insert(X_REQUEST_ID.clone(), v.clone());
+    v
+}
+
+/// The path (and query) after a prefix rewrite: the part the route matched is replaced.
+/// Exact matches replace the whole path; prefix matches replace the prefix.
+pub fn rewrite_prefix(
+    path: &str,
+    query: Option<&str>,
+    matched: &PathMatch,
+    case_sensitive: bool,
+    to: &str,
+) -> String {
+    let rest = match matched {
+        PathMatch::Exact(_) => "",
+        PathMatch::Prefix(p) => {
+            let n = p.len().min(path.len());
+            let prefix_ok = if case_sensitive {
+                path.starts_with(p.as_str())
+            } else {
+                path[..n].eq_ignore_ascii_case(p)
+            };
+            if prefix_ok { &path[n..] } else { path }
+        }
+        _ => path,
+    };
+    let mut out = String::with_capacity(to.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    out.push_str(to);
+    // `/api/` + `/x` would give `//x`; Envoy joins naively, we avoid the double slash.
+    if out.ends_with('/') && rest.starts_with('/') {
+        out.push_str(&rest[1..]);
+    } else {
+        out.push_str(rest);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// The `Location` of a redirect for a request to `scheme://host{path}?{query}`.
+pub fn redirect_location(
+    r: &Redirect,
+    scheme: &str,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    matched: &PathMatch,
+) -> String {
+    let scheme = r.scheme.as_deref().unwrap_or(scheme);
+    let bare_host = crate::snapshot::route::strip_port(host);
+    let request_port = &host[bare_host.len()..];
+    let mut host_part = r.host.clone().unwrap_or_else(|| bare_host.to_owned());
+    match r.port {
+        Some(p) => {
+            let default = (scheme == "https" && p == 443) || (scheme == "http" && p == 80);
+            if !default {
+                host_part.push_str(&format!(":{p}"));
+            }
+        }
+        // Changing the scheme drops the port of the old one (as Envoy does).
+        None if r.scheme.is_none() && r.host.is_none() => host_part.push_str(request_port),
+        None => {}
+    }
+    let new_path = match &r.path {
+        PathRedirect::Keep => path.to_owned(),
+        PathRedirect::Replace(p) => p.clone(),
+        PathRedirect::Prefix(p) => rewrite_prefix(path, None, matched, true, p),
+    };
+    let mut loc = format!("{scheme}://{host_part}{new_path}");
+    if let Some(q) = query
+        && !r.strip_query
+    {
+        loc.push('?');
+        loc.push_str(q);
+    }
+    loc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    /// (input headers, keep the upgrade, header names expected to remain)
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        bool,
+        &'static [&'static str],
+    );
+
+    #[test]
+    fn hop_by_hop_table() {
+        let cases: &[Case] = &[
+            (
+                &[
+                    ("connection", "keep-alive"),
+                    ("keep-alive", "timeout=5"),
+                    ("x-a", "1"),
+                ],
+                false,
+                &["x-a"],
+            ),
+            (
+                &[
+                    ("connection", "close, x-secret"),
+                    ("x-secret", "s"),
+                    ("x-a", "1"),
+                ],
+                false,
+                &["x-a"],
+            ),
+            (
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("trailer", "x"),
+                    ("proxy-connection", "k"),
+                ],
+                false,
+                &[],
+            ),
+            (&[("te", "trailers"), ("x-a", "1")], false, &["te", "x-a"]),
+            (&[("te", "gzip")], false, &[]),
+            (
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                true,
+                &["upgrade", "connection"],
+            ),
+            (
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                false,
+                &[],
+            ),
+        ];
+        for (input, upgrade, left) in cases {
+            let mut h = map(input);
+            let up = HeaderValue::from_static("websocket");
+            strip_hop_by_hop(&mut h, upgrade.then_some(&up));
+            let mut got: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            got.sort();
+            let mut want = left.to_vec();
+            want.sort();
+            assert_eq!(got, want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let ip: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let mut h = map(&[]);
+        add_forwarded(&mut h, ip, "http");
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        add_forwarded(&mut h, ip, "http");
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn request_ids() {
+        let mut h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        let mut h = map(&[]);
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(h["x-request-id"], id);
+        let long = "a".repeat(200);
+        let mut h = map(&[("x-request-id", long.as_str())]);
+        assert_eq!(ensure_request_id(&mut h).len(), 36);
+    }
+
+    #[test]
+    fn prefix_rewrite_table() {
+        let pre = |p: &str| PathMatch::Prefix(p.to_owned());
+        let cases: &[(&str, Option<&str>, PathMatch, &str, &str)] = &[
+            ("/api/users/7", None, pre("/api/"), "/", "/users/7"),
+            (
+                "/api/users/7",
+                Some("a=1"),
+                pre("/api"),
+                "/v2",
+                "/v2/users/7?a=1",
+            ),
+            ("/api", None, pre("/api"), "/", "/"),
+            (
+                "/old",
+                None,
+                PathMatch::Exact("/old".into()),
+                "/new",
+                "/new",
+            ),
+            ("/a/b", None, pre("/a/"), "/x/", "/x/b"),
+        ];
+        for (path, q, m, to, want) in cases {
+            assert_eq!(rewrite_prefix(path, *q, m, true, to), *want, "{path} {to}");
+        }
+    }
+
+    #[test]
+    fn redirect_table() {
+        let base = Redirect {
+            scheme: None,
+            host: None,
+            port: None,
+            path: PathRedirect::Keep,
+            status: StatusCode::MOVED_PERMANENTLY,
+            strip_query: false,
+        };
+        let https = Redirect {
+            scheme: Some("https".into()),
+            ..clone(&base)
+        };
+        let moved = Redirect {
+            host: Some("new.example".into()),
+            path: PathRedirect::Replace("/x".into()),
+            strip_query: true,
+            ..clone(&base)
+        };
+        let prefix = Redirect {
+            path: PathRedirect::Prefix("/v2/".into()),
+            ..clone(&base)
+        };
+        let m = PathMatch::Prefix("/v1/".into());
+        let cases: Vec<(&Redirect, &str, &str, Option<&str>, &str)> = vec![
+            (
+                &https,
+                "shop.example:8080",
+                "/a",
+                Some("q=1"),
+                "https://shop.example/a?q=1",
+            ),
+            (
+                &moved,
+                "shop.example",
+                "/a",
+                Some("q=1"),
+                "http://new.example/x",
+            ),
+            (
+                &prefix,
+                "shop.example:8080",
+                "/v1/items",
+                None,
+                "http://shop.example:8080/v2/items",
+            ),
+        ];
+        for (r, host, path, q, want) in cases {
+            assert_eq!(redirect_location(r, "http", host, path, q, &m), want);
+        }
+    }
+
+    fn clone(r: &Redirect) -> Redirect {
+        Redirect {
+            scheme: r.scheme.clone(),
+            host: r.host.clone(),
+            port: r.port,
+            path: match &r.path {
+                PathRedirect::Keep => PathRedirect::Keep,
+                PathRedirect::Replace(p) => PathRedirect::Replace(p.clone()),
+                PathRedirect::Prefix(p) => PathRedirect::Prefix(p.clone()),
+            },
+            status: r.status,
+            strip_query: r.strip_query,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The HTTP data path.
+//!
+//! - [`server`]: accepts a connection and serves HTTP/1.1 and HTTP/2 (prior knowledge,
+//!   detected from the first bytes) on it with hyper;
+//! - [`handler`]: one request: route, answer locally or forward;
+//! - [`headers`]: hop-by-hop removal, forwarding headers, rewrites (pure);
+//! - [`upgrade`]: WebSocket and CONNECT tunnels;
+//! - [`body`]: the streaming body type;
+//! - [`error`]: the one mapping from failure causes to responses.
+
+pub mod body;
+pub mod error;
+pub mod handler;
+pub mod headers;
+pub mod server;
+pub mod upgrade;
+
+pub use self::body::{Body, BoxError};
+pub use self::error::ProxyError;

@@ -1,0 +1,293 @@
+//! Listening sockets kept in step with the snapshot.
+//!
+//! Applying a configuration is two steps. [`Listeners::prepare`] binds every socket the
+//! new snapshot needs and does not have yet; if any bind fails, nothing changes and the
+//! configuration is rejected. [`Listeners::commit`] (after the new state is published)
+//! starts accepting on the new sockets and stops the listeners the snapshot dropped:
+//! those stop accepting at once and drain their open HTTP connections gracefully.
+//! A listener whose name, address and kind are unchanged keeps its socket and its
+//! connections; they see the new routes from their next request on.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use metrics::{Counter, Gauge};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use weft_telemetry::{Registry, names};
+
+use crate::http::handler::ConnCtx;
+use crate::http::server::{self, Settings};
+use crate::snapshot::{ListenerKind, Snapshot};
+use crate::state::Store;
+
+/// How long a removed or shut-down listener's connections get to finish.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pending connections the kernel queues per listener.
+const BACKLOG: u32 = 4096;
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("listener {listener:?}: cannot bind {address}: {source}")]
+pub struct BindError {
+    /// The listener.
+    pub listener: String,
+    /// The address it wanted.
+    pub address: SocketAddr,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug)]
+struct Running {
+    configured: SocketAddr,
+    bound: SocketAddr,
+    kind: Kind,
+    stop: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+/// Sockets bound for a snapshot, not yet accepting.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    new: Vec<(Arc<str>, SocketAddr, Kind, TcpListener)>,
+    keep: Vec<Arc<str>>,
+}
+
+/// The set of running listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    store: Arc<Store>,
+    registry: Registry,
+    running: Mutex<HashMap<Arc<str>, Running>>,
+}
+
+impl Listeners {
+    /// No listeners yet; they will serve the state in `store`.
+    pub fn new(store: Arc<Store>, registry: Registry) -> Self {
+        Self {
+            store,
+            registry,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Binds the sockets `snapshot` needs that are not running yet.
+    pub fn prepare(&self, snapshot: &Snapshot) -> Result<Prepared, BindError> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut prepared = Prepared::default();
+        for l in &snapshot.listeners {
+            let kind = match l.kind {
+                ListenerKind::Http(_) => Kind::Http,
+                ListenerKind::Tcp(_) => Kind::Tcp,
+            };
+            if let Some(r) = running.get(&l.name)
+                && r.configured == l.address
+                && r.kind == kind
+            {
+                prepared.keep.push(l.name.clone());
+                continue;
+            }
+            // A changed listener whose address is still held by its old self: the
+            // old socket closes at commit, so bind with SO_REUSEADDR (and on Linux the
+            // kernel refuses while the old one listens, which we then report).
+            let socket = bind(l.address).map_err(|source| BindError {
+                listener: l.name.to_string(),
+                address: l.address,
+                source,
+            })?;
+            prepared.new.push((l.name.clone(), l.address, kind, socket));
+        }
+        Ok(prepared)
+    }
+
+    /// Starts the prepared sockets and stops listeners no longer wanted.
+    pub fn commit(&self, prepared: Prepared) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let wanted: Vec<&Arc<str>> = prepared
+            .keep
+            .iter()
+            .chain(prepared.new.iter().map(|n| &n.0))
+            .collect();
+        let removed: Vec<Arc<str>> = running
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect();
+        for name in removed.iter().chain(prepared.new.iter().map(|n| &n.0)) {
+            if let Some(old) = running.remove(name) {
+                tracing::info!(listener = %name, address = %old.bound, "listener stopped; draining its connections");
+                old.stop.cancel();
+            }
+        }
+        for (name, configured, kind, socket) in prepared.new {
+            let bound = socket.local_addr().unwrap_or(configured);
+            tracing::info!(listener = %name, address = %bound, kind = ?kind, "listening");
+            let stop = CancellationToken::new();
+            let labels = [(names::label::LISTENER, name.to_string())];
+            let stats = ConnStats {
+                active: self
+                    .registry
+                    .gauge(names::DOWNSTREAM_CONNECTIONS_ACTIVE, &labels),
+                total: self
+                    .registry
+                    .counter(names::DOWNSTREAM_CONNECTIONS_TOTAL, &labels),
+            };
+            let done = tokio::spawn(accept_loop(
+                socket,
+                name.clone(),
+                kind,
+                self.store.clone(),
+                stop.clone(),
+                stats,
+            ));
+            running.insert(
+                name,
+                Running {
+                    configured,
+                    bound,
+                    kind,
+                    stop,
+                    done,
+                },
+            );
+        }
+    }
+
+    /// Where each listener is actually bound (port 0 resolved), by name.
+    pub fn addresses(&self) -> HashMap<String, SocketAddr> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running
+            .iter()
+            .map(|(k, r)| (k.to_string(), r.bound))
+            .collect()
+    }
+
+    /// Stops every listener and waits for their connections to drain (bounded).
+    pub async fn shutdown(&self) {
+        let all: Vec<Running> = {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            running.drain().map(|(_, r)| r).collect()
+        };
+        for r in &all {
+            r.stop.cancel();
+        }
+        for r in all {
+            let _ = r.done.await;
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+#[derive(Clone, Debug)]
+struct ConnStats {
+    active: Gauge,
+    total: Counter,
+}
+
+/// Counts a connection as open until dropped.
+struct OpenConn(Gauge);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    name: Arc<str>,
+    kind: Kind,
+    store: Arc<Store>,
+    stop: CancellationToken,
+    stats: ConnStats,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = socket.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        stats.total.increment(1);
+        stats.active.increment(1.0);
+        let open = OpenConn(stats.active.clone());
+        match kind {
+            Kind::Http => {
+                let settings = http_settings(&store, &name);
+                let ctx = Arc::new(ConnCtx {
+                    listener: name.clone(),
+                    peer,
+                    scheme: "http",
+                    store: store.clone(),
+                });
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    server::serve(stream, ctx, settings, watcher).await;
+                    drop(open);
+                });
+            }
+            Kind::Tcp => {
+                let (name, store) = (name.clone(), store.clone());
+                tokio::spawn(async move {
+                    crate::tcp::proxy(stream, name, store).await;
+                    drop(open);
+                });
+            }
+        }
+    }
+    drop(socket);
+    // In-flight requests finish; idle keep-alive connections close; HTTP/2 gets GOAWAY.
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = %name, "connections still open after the drain timeout");
+    }
+}
+
+fn http_settings(store: &Store, name: &str) -> Settings {
+    let state = store.load();
+    match state.snapshot.listener(name).map(|l| &l.kind) {
+        Some(ListenerKind::Http(h)) => Settings {
+            request_headers_timeout: h.request_headers_timeout,
+            max_request_headers: h.max_request_headers,
+        },
+        _ => Settings {
+            request_headers_timeout: crate::snapshot::translate::DEFAULT_REQUEST_HEADERS_TIMEOUT,
+            max_request_headers: crate::snapshot::translate::DEFAULT_MAX_REQUEST_HEADERS_KB
+                as usize
+                * 1024,
+        },
+    }
+}

@@ -1,0 +1,358 @@
+//! `weft`: the command line of the Weft data plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use weft_proxy::config::{self, Loaded, compile, friendly, locate};
+use weft_proxy::proxy::{self, Proxy};
+use weft_proxy::{demo, explain, reload, snapshot};
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Weft: service-mesh sidecar and API gateway.
+#[derive(Parser, Debug)]
+#[command(name = "weft", version, about, propagate_version = true)]
+struct Cli {
+    /// Worker threads serving traffic.
+    #[arg(long, global = true, default_value_t = 2, env = "WEFT_WORKERS")]
+    workers: usize,
+    /// Log filter in RUST_LOG syntax (default: RUST_LOG, else info).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve a configuration file; reload it when it changes or on SIGHUP.
+    Run {
+        /// weft.yaml or an Envoy-format file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Admin address (overrides the file's; default 127.0.0.1:9901).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+    /// Validate a configuration file: exit 0 if valid, 1 with every problem if not.
+    Check {
+        /// weft.yaml or an Envoy-format file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Show how a request would be routed by a configuration file.
+    Explain {
+        /// weft.yaml or an Envoy-format file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Request method.
+        method: String,
+        /// URL, e.g. http://localhost:8080/products/42 or /products/42.
+        url: String,
+        /// Request header 'name: value' (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Listener to use (default: the one on the URL's port).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the online-shop demo on loopback: the gateway and in-process services.
+    Demo {
+        /// Gateway port.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Admin port.
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+        /// Base port for the services (cart base+1.., product base+101.., user base+201..;
+        /// 0: free ports). Default: the ports in deploy/examples/shop.yaml.
+        #[arg(long)]
+        services_base: Option<u16>,
+    },
+    /// Reverse-proxy one address to upstreams with default policies, no file needed.
+    Proxy {
+        /// Address to listen on, e.g. 0.0.0.0:8080.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Upstream addresses, comma-separated (host:port).
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+        /// Admin address.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Load balancing: p2c-ewma, round-robin or random.
+        #[arg(long, default_value = "p2c-ewma")]
+        lb: String,
+        /// Upstream protocol: http1 or http2.
+        #[arg(long, default_value = "http1")]
+        upstream_protocol: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormat::Text => weft_telemetry::logging::LogFormat::Text,
+        LogFormat::Json => weft_telemetry::logging::LogFormat::Json,
+    };
+    if let Err(e) = weft_telemetry::logging::init(cli.log_level.as_deref(), format) {
+        eprintln!("weft: {e}");
+        return ExitCode::from(2);
+    }
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("weft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => Ok(check(&config)),
+        Command::Explain {
+            config,
+            method,
+            url,
+            headers,
+            listener,
+            json,
+        } => explain_cmd(&config, &method, &url, &headers, listener, json),
+        Command::Run { config, admin } => runtime(cli.workers)?.block_on(async move {
+            let loaded = config::load_file(&config)?;
+            let proxy = Proxy::start(
+                loaded,
+                proxy::Options {
+                    admin,
+                    no_admin: false,
+                },
+            )
+            .await?;
+            announce(&proxy);
+            let _watch = reload::spawn(proxy.clone(), config.clone());
+            wait_for_shutdown(proxy).await
+        }),
+        Command::Demo {
+            port,
+            admin_port,
+            services_base,
+        } => runtime(cli.workers)?.block_on(async move {
+            let opts = demo::Options {
+                port,
+                admin_port,
+                services_base,
+            };
+            let d = demo::start(opts).await?;
+            print_demo(&d);
+            wait_for_shutdown(d.proxy).await
+        }),
+        Command::Proxy {
+            listen,
+            to,
+            admin,
+            lb,
+            upstream_protocol,
+        } => runtime(cli.workers)?.block_on(async move {
+            let loaded = reverse_proxy_config(listen, &to, &lb, &upstream_protocol)?;
+            let proxy = Proxy::start(
+                loaded,
+                proxy::Options {
+                    admin,
+                    no_admin: false,
+                },
+            )
+            .await?;
+            announce(&proxy);
+            wait_for_shutdown(proxy).await
+        }),
+    }
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .thread_name("weft-worker")
+        .build()
+        .context("starting the runtime")
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(loaded) => {
+            let s = &loaded.snapshot;
+            println!(
+                "{}: ok ({} listener{}, {} route{}, {} cluster{})",
+                path.display(),
+                s.listeners.len(),
+                plural(s.listeners.len()),
+                s.route_count,
+                plural(s.route_count),
+                s.clusters.len(),
+                plural(s.clusters.len()),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn explain_cmd(
+    path: &std::path::Path,
+    method: &str,
+    url: &str,
+    headers: &[String],
+    listener: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = config::load_file(path)?;
+    let method = http::Method::from_bytes(method.as_bytes()).context("invalid method")?;
+    let headers = headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .with_context(|| format!("header {h:?}: use 'name: value'"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let q = explain::Query {
+        method,
+        url: url.to_owned(),
+        headers,
+        listener,
+    };
+    let e = explain::explain(&loaded.snapshot, &q)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration behind `weft proxy`: one listener, every path to one cluster.
+fn reverse_proxy_config(
+    listen: SocketAddr,
+    to: &[String],
+    lb: &str,
+    protocol: &str,
+) -> anyhow::Result<Loaded> {
+    let file = friendly::File {
+        admin: None,
+        listeners: vec![friendly::Listener {
+            name: "proxy".to_owned(),
+            address: listen.to_string(),
+            protocol: friendly::Protocol::Http,
+            routes: vec![friendly::Route {
+                name: Some("all".to_owned()),
+                matches: friendly::Match::default(),
+                to: Some(friendly::Backends::One("upstream".to_owned())),
+                redirect: None,
+                respond: None,
+                rewrite: None,
+                timeout: None,
+                request_headers: None,
+                response_headers: None,
+            }],
+            virtual_hosts: Vec::new(),
+            to: None,
+        }],
+        clusters: [(
+            "upstream".to_owned(),
+            friendly::Cluster {
+                endpoints: to
+                    .iter()
+                    .map(|t| friendly::EndpointSpec::Address(t.trim().to_owned()))
+                    .collect(),
+                lb: Some(lb.to_owned()),
+                protocol: Some(protocol.to_owned()),
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let (resources, admin) = compile::compile(&file).map_err(|p| config::ConfigError::Invalid {
+        origin: "command line".to_owned(),
+        problems: locate::locate_all("", p),
+    })?;
+    let snapshot =
+        snapshot::translate(&resources).map_err(|problems| config::ConfigError::Invalid {
+            origin: "command line".to_owned(),
+            problems,
+        })?;
+    Ok(Loaded {
+        resources,
+        snapshot,
+        admin,
+    })
+}
+
+fn announce(proxy: &Proxy) {
+    let mut addrs: Vec<_> = proxy.listener_addrs().into_iter().collect();
+    addrs.sort();
+    for (name, addr) in addrs {
+        eprintln!("weft: listener {name} on {addr}");
+    }
+    if let Some(a) = proxy.admin_addr() {
+        eprintln!("weft: admin on http://{a}/ (/metrics, /config_dump, /explain, /ready)");
+    }
+}
+
+fn print_demo(d: &demo::Demo) {
+    let g = d.gateway;
+    let admin = d
+        .proxy
+        .admin_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!("Weft demo: the online shop (config deploy/examples/shop.yaml, embedded)");
+    println!("  gateway   http://{g}");
+    println!("  admin     http://{admin}/   (/metrics, /config_dump, /explain, /ready)");
+    let services: Vec<String> = d.services.iter().map(|(n, a)| format!("{n} {a}")).collect();
+    println!("  services  {}", services.join(", "));
+    println!();
+    println!("Try:");
+    println!("  curl {g}/products/42");
+    println!("  curl -X POST {g}/cart/addItem -d '{{\"productId\":\"42\",\"qty\":1}}'");
+    println!("  curl {g}/users/7");
+    println!("  curl 'http://{admin}/explain?method=GET&url=/products/42'");
+    println!("  curl http://{admin}/metrics");
+    println!();
+    println!("Ctrl-C stops it.");
+}
+
+async fn wait_for_shutdown(proxy: Proxy) -> anyhow::Result<ExitCode> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("weft: shutting down, draining connections");
+    proxy.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

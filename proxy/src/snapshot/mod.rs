@@ -1,0 +1,155 @@
+//! The validated, immutable configuration the data path runs on.
+//!
+//! A [`Snapshot`] is what [`translate`] makes of a set of Envoy v3 resources once every
+//! one of them checked out. It holds no protobuf types: addresses are parsed, regexes and
+//! templates compiled, cluster references resolved to indexes. The data path reads it
+//! through an `Arc` and never locks; a new configuration is a new snapshot swapped in
+//! whole (see [`crate::state`]).
+
+pub mod route;
+pub mod template;
+pub mod translate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use self::route::{Action, Backends, Route, VirtualHost};
+pub use self::translate::translate;
+
+/// Index of a cluster in [`Snapshot::clusters`].
+pub type ClusterId = usize;
+
+/// A whole validated configuration.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Listeners, in configuration order.
+    pub listeners: Vec<Listener>,
+    /// Clusters; routes refer to them by index.
+    pub clusters: Vec<Cluster>,
+    /// Number of routes over all listeners (route ids are `0..route_count`).
+    pub route_count: usize,
+}
+
+impl Snapshot {
+    /// The listener called `name`.
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+
+    /// The cluster called `name`.
+    pub fn cluster_id(&self, name: &str) -> Option<ClusterId> {
+        self.clusters.iter().position(|c| &*c.name == name)
+    }
+}
+
+/// A listening socket and what it serves.
+#[derive(Debug)]
+pub struct Listener {
+    /// Unique name.
+    pub name: Arc<str>,
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// HTTP or TCP.
+    pub kind: ListenerKind,
+}
+
+/// What a listener does with connections.
+#[derive(Debug)]
+pub enum ListenerKind {
+    /// HTTP/1.1 and HTTP/2 with routing.
+    Http(HttpListener),
+    /// Opaque TCP to a cluster.
+    Tcp(TcpListener),
+}
+
+/// An HTTP connection manager: virtual hosts and connection-level settings.
+#[derive(Debug)]
+pub struct HttpListener {
+    /// Name of the route configuration (for explain and config dumps).
+    pub route_config: Arc<str>,
+    /// Virtual hosts, selected by `Host`.
+    pub virtual_hosts: Vec<VirtualHost>,
+    /// Time allowed to receive a request's headers.
+    pub request_headers_timeout: Duration,
+    /// Idle time after which a downstream connection is closed.
+    pub idle_timeout: Duration,
+    /// Largest request header block accepted, in bytes.
+    pub max_request_headers: usize,
+}
+
+/// A TCP proxy.
+#[derive(Debug)]
+pub struct TcpListener {
+    /// Where connections go.
+    pub backends: Backends,
+    /// Idle time after which a proxied connection is closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// How a cluster finds its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    /// Fixed IP addresses.
+    Static,
+    /// Resolve every host name; all addresses are endpoints (Envoy `STRICT_DNS`).
+    StrictDns,
+    /// Resolve host names; only the first address is used (Envoy `LOGICAL_DNS`).
+    LogicalDns,
+}
+
+/// How a cluster picks an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Power of two choices over peak-EWMA latency times outstanding requests
+    /// (Envoy's `LEAST_REQUEST`).
+    P2cPeakEwma,
+    /// Weighted round robin.
+    RoundRobin,
+    /// Consistent hashing on the route's hash header (Envoy's `RING_HASH`).
+    RingHash {
+        /// Points on the ring (at least; Envoy's `minimum_ring_size`).
+        min_ring_size: usize,
+    },
+    /// Uniformly at random.
+    Random,
+}
+
+/// What a cluster's endpoints speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with a keep-alive pool.
+    Http1,
+    /// HTTP/2 with prior knowledge, multiplexed.
+    Http2,
+}
+
+/// A configured endpoint: an IP or a name to resolve, a port and a weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// IP literal or DNS name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Relative weight (> 0).
+    pub weight: u32,
+}
+
+/// A cluster's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// Unique name.
+    pub name: Arc<str>,
+    /// Static or DNS.
+    pub discovery: Discovery,
+    /// Endpoints as configured (names unresolved).
+    pub endpoints: Vec<EndpointSpec>,
+    /// Balancing policy.
+    pub lb: LbPolicy,
+    /// Upstream protocol.
+    pub protocol: UpstreamProtocol,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// DNS refresh interval.
+    pub dns_refresh: Duration,
+}

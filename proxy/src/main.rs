@@ -186,12 +186,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
-        .enable_all()
-        .thread_name("weft-worker")
-        .build()
-        .context("starting the runtime")
+    // One worker runs everything on the main thread: no work stealing, no cross-thread
+    // wakeups. More workers share the load through tokio's multi-threaded scheduler.
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers).thread_name("weft-worker");
+        b
+    };
+    builder.enable_all().build().context("starting the runtime")
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -40,8 +40,11 @@ pub fn init(filter: Option<&str>, format: LogFormat) -> Result<(), LoggingError>
         })?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // Colours only for a terminal: redirected logs stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second install in the same process fails harmlessly; the first one keeps logging.
     let _ = match format {

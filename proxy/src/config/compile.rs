@@ -586,12 +586,13 @@ impl Compiler {
                 &path.key("rewrite").key("host"),
             );
         }
+        let templated = r.matches.path.as_deref().is_some_and(Template::is_template);
         if let Some(p) = &rewrite.prefix
-            && r.matches.regex.is_some()
+            && (r.matches.regex.is_some() || templated || r.matches.connect)
         {
             self.problem(
                 path.key("rewrite").key("prefix"),
-                format!("prefix rewrite {p:?} needs a `path` or `prefix` match, not a regex"),
+                format!("prefix rewrite {p:?} needs an exact `path` or a `prefix` match, not a regex or template"),
             );
         }
         let mut upgrade_configs = vec![route::route_action::UpgradeConfig {

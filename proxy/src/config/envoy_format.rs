@@ -136,8 +136,19 @@ fn decode_json<T: Message + Name + Default>(
         )]
     })?;
     let options = DeserializeOptions::new().deny_unknown_fields(true);
-    let dynamic = DynamicMessage::deserialize_with_options(desc, value, &options)
-        .map_err(|e| vec![Problem::new(place, e.to_string())])?;
+    // Track where in the document the deserializer was when it failed.
+    let mut track = serde_path_to_error::Track::new();
+    let tracked = serde_path_to_error::Deserializer::new(value, &mut track);
+    let dynamic =
+        DynamicMessage::deserialize_with_options(desc, tracked, &options).map_err(|e| {
+            let at = track.path().to_string();
+            let place = if at == "." {
+                place.to_owned()
+            } else {
+                format!("{place}.{at}")
+            };
+            vec![Problem::new(place, e.to_string())]
+        })?;
     T::decode(dynamic.encode_to_vec().as_slice())
         .map_err(|e| vec![Problem::new(place, e.to_string())])
 }

@@ -90,7 +90,7 @@ impl Pending {
 /// ancestor that is.
 pub fn locate_all(text: &str, pending: Vec<Pending>) -> Vec<Problem> {
     let index = index(text);
-    pending
+    let mut problems: Vec<Problem> = pending
         .into_iter()
         .map(|p| {
             let line = (0..=p.path.0.len())
@@ -102,7 +102,10 @@ pub fn locate_all(text: &str, pending: Vec<Pending>) -> Vec<Problem> {
                 message: p.message,
             }
         })
-        .collect()
+        .collect();
+    // In file order, as a reader goes through the file.
+    problems.sort_by_key(|p| p.line.unwrap_or((usize::MAX, 0)));
+    problems
 }
 
 enum Frame {

@@ -170,11 +170,22 @@ fn yaml_problem(e: &serde_saphyr::Error) -> Problem {
         .filter(|l| l.line() > 0)
         .map(|l| (l.line() as usize, l.column() as usize));
     let message = e.to_string();
-    // serde-saphyr appends a source snippet after the first line; the first line says it.
-    let message = message.lines().next().unwrap_or_default().to_owned();
+    // serde-saphyr appends a source snippet after the first line, and starts that line
+    // with "error: line L column C: ", which the problem already carries.
+    let first = message.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let message = match first.split_once(": ") {
+        Some((loc, rest)) if loc.starts_with("line ") && loc.contains(" column ") => {
+            rest.to_owned()
+        }
+        _ => first.to_owned(),
+    };
     Problem {
         place: String::new(),
         line,
         message,
     }
 }
+
+#[cfg(test)]
+mod tests;

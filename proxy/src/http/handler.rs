@@ -60,6 +60,10 @@ pub async fn handle(
     let ListenerKind::Http(http) = &listener.kind else {
         return Ok(ProxyError::NoRoute.into_response());
     };
+    // RFC 9112 section 3.2: more than one Host is an error, not a choice to make.
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        return Ok(ProxyError::BadRequest("more than one Host header").into_response());
+    }
     let host = authority(&req).to_owned();
     let selected = {
         let view = RequestView {
@@ -159,7 +163,12 @@ async fn forward(
     if req.method() == Method::CONNECT {
         return (index, upgrade::connect(cluster, f, req).await);
     }
-    let upgrade = headers::upgrade_request(req.headers()).cloned();
+    // An h2c upgrade offer (what `curl --http2` sends) is declined by ignoring it, as
+    // the RFC allows: the request goes on as HTTP/1.1 and the offer's headers, being
+    // hop-by-hop, are dropped below.
+    let upgrade = headers::upgrade_request(req.headers())
+        .filter(|p| !p.as_bytes().eq_ignore_ascii_case(b"h2c"))
+        .cloned();
     if let Some(proto) = &upgrade {
         let name = proto.to_str().unwrap_or_default();
         if !f.allows_upgrade(name) {
@@ -179,12 +188,30 @@ async fn forward(
     let request_id = headers::ensure_request_id(&mut parts.headers);
     vhost.request_headers.apply(&mut parts.headers);
     route.request_headers.apply(&mut parts.headers);
+    // hyper answered any `Expect: 100-continue` already; the upstream must not wait for
+    // a second one.
+    if parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        parts.headers.remove(header::EXPECT);
+    }
+    // The upstream's Host is the authority the request was routed on (an absolute-form
+    // URI's wins over a conflicting Host, RFC 9112 section 3.2.2), or the rewrite.
     let authority = match &f.host_rewrite {
         Some(h) => {
             parts.headers.insert(header::HOST, h.clone());
             h.to_str().unwrap_or_default().to_owned()
         }
-        None => host,
+        None => {
+            if let Ok(v) = HeaderValue::from_str(&host)
+                && !host.is_empty()
+            {
+                parts.headers.insert(header::HOST, v);
+            }
+            host
+        }
     };
     let path_and_query = match &f.prefix_rewrite {
         Some(to) => headers::rewrite_prefix(

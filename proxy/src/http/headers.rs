@@ -78,15 +78,20 @@ pub fn upgrade_request(headers: &HeaderMap) -> Option<&HeaderValue> {
     }
 }
 
-/// Appends the client address to `x-forwarded-for` and sets `x-forwarded-proto`.
+/// Appends the client address to `x-forwarded-for` (folding several incoming lines into
+/// one, in order) and sets `x-forwarded-proto`.
 pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, scheme: &'static str) {
-    let ip = client_ip.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")),
-        _ => HeaderValue::from_str(&ip),
-    };
-    if let Ok(v) = xff {
-        // Several x-forwarded-for lines are folded into the one we write.
+    let mut xff = String::new();
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        let v = v.trim();
+        if !v.is_empty() {
+            xff.push_str(v);
+            xff.push_str(", ");
+        }
+    }
+    xff.push_str(&client_ip.to_string());
+    if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
@@ -99,7 +104,10 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
         && (1..=128).contains(&v.len())
         && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
     {
-        return v.clone();
+        let v = v.clone();
+        // One id per request: a second line would give the upstream two.
+        headers.insert(X_REQUEST_ID.clone(), v.clone());
+        return v;
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);

@@ -3,7 +3,7 @@
 //!
 //! Limits come from the listener's settings: time to receive request headers (slow
 //! clients are cut off), and the size of a request's header block (beyond it: 431 on
-//! HTTP/1.1, a stream error on HTTP/2).
+//! HTTP/1.1; on HTTP/2 the h2 crate closes the connection with GOAWAY).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -43,6 +43,9 @@ pub enum TemplateError {
     /// Two variables with one name.
     #[error("variable {0:?} appears twice")]
     DuplicateVariable(String),
+    /// `{` without its `}`.
+    #[error("unclosed '{{' in segment {0:?}")]
+    Unclosed(String),
     /// Braces or wildcards mixed with text inside one segment.
     #[error(
         "segment {0:?} mixes text with a variable or wildcard; a segment is either text, '*', '**' or one variable"
@@ -164,9 +167,11 @@ fn parse_segment(part: &str) -> Result<Segment, TemplateError> {
         _ => {}
     }
     if let Some(inner) = part.strip_prefix('{') {
-        let inner = inner
-            .strip_suffix('}')
-            .ok_or_else(|| TemplateError::MixedSegment(part.to_owned()))?;
+        let inner = match inner.strip_suffix('}') {
+            Some(i) => i,
+            None if !inner.contains('}') => return Err(TemplateError::Unclosed(part.to_owned())),
+            None => return Err(TemplateError::MixedSegment(part.to_owned())),
+        };
         let (name, pattern) = match inner.split_once('=') {
             Some((n, p)) => (n, p),
             None => (inner, "*"),
@@ -256,7 +261,8 @@ mod tests {
             ("/a/{1x}", TemplateError::BadVariable("{1x}".into())),
             ("/a/{x=foo}", TemplateError::BadVariable("{x=foo}".into())),
             ("/a/{x}/{x}", TemplateError::DuplicateVariable("x".into())),
-            ("/a/{x", TemplateError::MixedSegment("{x".into())),
+            ("/a/{x", TemplateError::Unclosed("{x".into())),
+            ("/a/{x}y", TemplateError::MixedSegment("{x}y".into())),
             ("/a/x{y}", TemplateError::MixedSegment("x{y}".into())),
             ("/a/b*", TemplateError::MixedSegment("b*".into())),
         ];

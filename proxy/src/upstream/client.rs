@@ -103,6 +103,9 @@ impl HttpClient {
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .http2_only(protocol == UpstreamProtocol::Http2)
+            // The data path sets Host itself; a request without one (HTTP/1.0) must
+            // not get an invented one.
+            .set_host(false)
             .http2_adaptive_window(true);
         Self {
             client: builder.build(connector),
@@ -119,7 +122,11 @@ impl HttpClient {
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
         *req.version_mut() = match self.protocol {
             UpstreamProtocol::Http1 => Version::HTTP_11,
-            UpstreamProtocol::Http2 => Version::HTTP_2,
+            UpstreamProtocol::Http2 => {
+                // HTTP/2 carries the authority as `:authority` (from the URI).
+                req.headers_mut().remove(http::header::HOST);
+                Version::HTTP_2
+            }
         };
         self.client.request(req).await.map_err(|e| {
             if e.is_connect() {

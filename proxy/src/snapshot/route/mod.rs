@@ -5,6 +5,7 @@
 //! headers, without I/O, so it is tested by tables and shared by the data path and
 //! `explain` (the data path throws the reasons away; explain prints them).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -317,36 +318,45 @@ pub struct HeaderCondition {
     pub condition: ValueCondition,
     /// Negate the result.
     pub invert: bool,
+    /// A missing header is compared as an empty value (Envoy's
+    /// `treat_missing_header_as_empty`).
+    pub missing_as_empty: bool,
 }
 
 impl HeaderCondition {
     fn check(&self, req: &RequestView<'_>) -> bool {
-        let joined;
-        let value: Option<&str> = match self.name.as_str() {
-            ":method" => Some(req.method.as_str()),
-            ":authority" => Some(req.host),
-            ":scheme" => Some(req.scheme),
-            ":path" => Some(req.path),
+        let value: Option<Cow<'_, str>> = match self.name.as_str() {
+            ":method" => Some(Cow::Borrowed(req.method.as_str())),
+            ":authority" => Some(Cow::Borrowed(req.host)),
+            ":scheme" => Some(Cow::Borrowed(req.scheme)),
+            // Envoy's `:path` is the request target, query included.
+            ":path" => Some(match req.query {
+                Some(q) => Cow::Owned(format!("{}?{q}", req.path)),
+                None => Cow::Borrowed(req.path),
+            }),
             name => {
                 let mut values = req.headers.get_all(name).iter();
                 match (values.next(), values.next()) {
                     (None, _) => None,
-                    (Some(v), None) => v.to_str().ok(),
+                    (Some(v), None) => Some(String::from_utf8_lossy(v.as_bytes())),
                     // Several values are compared joined by ',' (as Envoy does).
                     (Some(_), Some(_)) => {
-                        joined = req
+                        let all: Vec<Cow<'_, str>> = req
                             .headers
                             .get_all(name)
                             .iter()
-                            .filter_map(|v| v.to_str().ok())
-                            .collect::<Vec<_>>()
-                            .join(",");
-                        Some(joined.as_str())
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                            .collect();
+                        Some(Cow::Owned(all.join(",")))
                     }
                 }
             }
         };
-        value_check(&self.condition, value) != self.invert
+        let value = match value {
+            None if self.missing_as_empty => Some(Cow::Borrowed("")),
+            v => v,
+        };
+        value_check(&self.condition, value.as_deref()) != self.invert
     }
 }
 

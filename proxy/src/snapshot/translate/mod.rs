@@ -738,6 +738,7 @@ impl Translator {
                     name,
                     condition,
                     invert: h.invert_match,
+                    missing_as_empty: h.treat_missing_header_as_empty,
                 });
             }
         }
@@ -1095,7 +1096,13 @@ impl Translator {
                     continue;
                 }
             };
-            if let (Some(n), Some(v)) = (name, value) {
+            // Envoy drops headers whose value is empty unless told to keep them.
+            let keep = value
+                .as_ref()
+                .is_some_and(|v| !v.is_empty() || opt.keep_empty_value);
+            if let (Some(n), Some(v)) = (name, value)
+                && keep
+            {
                 ops.add.push((n, v, action));
             }
         }
@@ -1164,13 +1171,18 @@ pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
         )
     };
     if let Ok(sa) = s.parse::<SocketAddr>() {
+        if sa.port() == 0 {
+            return Err(bad());
+        }
         return Ok((sa.ip().to_string(), sa.port()));
     }
     let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
-    let valid_name = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
+    // A fully qualified name may end with a dot (`cart.shop.svc.cluster.local.`).
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let valid_name = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
                 && label

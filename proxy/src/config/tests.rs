@@ -1,0 +1,1113 @@
+//! End-to-end tests of [`load_str`]: friendly and Envoy-format text in, a snapshot or
+//! every problem with its YAML path and line out.
+
+use envoy_types::pb::envoy::config::route::v3 as pb_route;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use prost::Message;
+
+use super::*;
+use crate::snapshot::route::PathMatch;
+use crate::snapshot::{Action, ListenerKind};
+
+const SHOP: &str = include_str!("../../../deploy/examples/shop.yaml");
+
+fn load(text: &str) -> Loaded {
+    match load_str(text, "test.yaml") {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match load_str(text, "test.yaml") {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.problems().to_vec(),
+    }
+}
+
+/// A snapshot reduced to what a reader checks: listeners with their routes' paths and
+/// targets, and clusters with their endpoints.
+#[derive(Debug, PartialEq, Eq)]
+struct Shape {
+    listeners: Vec<(String, String, Vec<VhostShape>)>,
+    clusters: Vec<(String, Vec<String>)>,
+}
+
+type VhostShape = (Vec<String>, Vec<(String, String, String)>);
+
+fn shape(s: &Snapshot) -> Shape {
+    let listeners = s
+        .listeners
+        .iter()
+        .map(|l| {
+            let vhosts = match &l.kind {
+                ListenerKind::Http(h) => h
+                    .virtual_hosts
+                    .iter()
+                    .map(|vh| {
+                        let domains = vh.domains.iter().map(|d| format!("{d:?}")).collect();
+                        let routes = vh
+                            .routes
+                            .iter()
+                            .map(|r| {
+                                let path = match &r.matcher.path {
+                                    PathMatch::Exact(p) => format!("= {p}"),
+                                    PathMatch::Prefix(p) => format!("{p}*"),
+                                    PathMatch::Template(t) => t.to_string(),
+                                    PathMatch::Regex(re) => format!("~{}", re.as_str()),
+                                    PathMatch::Connect => "CONNECT".to_owned(),
+                                };
+                                let action = match &r.action {
+                                    Action::Forward(f) => f
+                                        .backends
+                                        .targets
+                                        .iter()
+                                        .map(|t| format!("{}:{}", t.name, t.weight))
+                                        .collect::<Vec<_>>()
+                                        .join(","),
+                                    Action::Redirect(red) => format!("redirect {}", red.status),
+                                    Action::Respond(resp) => format!("respond {}", resp.status),
+                                };
+                                (r.name.to_string(), path, action)
+                            })
+                            .collect();
+                        (domains, routes)
+                    })
+                    .collect(),
+                ListenerKind::Tcp(_) => Vec::new(),
+            };
+            (l.name.to_string(), l.address.to_string(), vhosts)
+        })
+        .collect();
+    let clusters = s
+        .clusters
+        .iter()
+        .map(|c| {
+            let eps = c
+                .endpoints
+                .iter()
+                .map(|e| format!("{}:{}", e.host, e.port))
+                .collect();
+            (c.name.to_string(), eps)
+        })
+        .collect();
+    Shape {
+        listeners,
+        clusters,
+    }
+}
+
+// ---- friendly files ----
+
+#[test]
+fn shop_example_is_valid() {
+    let loaded = load(SHOP);
+    assert_eq!(loaded.admin, Some("127.0.0.1:9901".parse().unwrap()));
+    let s = &loaded.snapshot;
+    assert_eq!(s.route_count, 5);
+    let got = shape(s);
+    let routes = |v: &[(&str, &str, &str)]| {
+        v.iter()
+            .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        got.listeners,
+        vec![(
+            "shop".to_owned(),
+            "127.0.0.1:8080".to_owned(),
+            vec![(
+                vec!["Any".to_owned()],
+                routes(&[
+                    ("cart-add-item", "= /cart/addItem", "cart:1"),
+                    ("cart", "/cart/*", "cart:1"),
+                    ("product", "/products/{productId}", "product:1"),
+                    ("user", "/users/{userId}", "user:1"),
+                    ("health", "= /healthz", "respond 200 OK"),
+                ])
+            )]
+        )]
+    );
+    let names: Vec<&str> = got.clusters.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, ["cart", "product", "user"]);
+    assert_eq!(got.clusters[1].1, ["127.0.0.1:9201", "127.0.0.1:9202"]);
+    // The product route: GET/HEAD only, 2s timeout.
+    let ListenerKind::Http(h) = &s.listeners[0].kind else {
+        panic!("shop is http")
+    };
+    let product = &h.virtual_hosts[0].routes[2];
+    assert_eq!(product.matcher.headers.len(), 1);
+    assert_eq!(product.matcher.headers[0].name, ":method");
+    let Action::Forward(f) = &product.action else {
+        panic!("product forwards")
+    };
+    assert_eq!(f.timeout, Some(std::time::Duration::from_secs(2)));
+    // No timeout written means none.
+    let Action::Forward(f) = &h.virtual_hosts[0].routes[0].action else {
+        panic!("cart forwards")
+    };
+    assert_eq!(f.timeout, None);
+}
+
+#[test]
+fn empty_text_is_an_empty_configuration() {
+    for text in ["", "  \n", "# nothing\n"] {
+        let loaded = load(text);
+        assert!(loaded.snapshot.listeners.is_empty(), "{text:?}");
+        assert_eq!(loaded.admin, None);
+    }
+}
+
+/// (what, YAML, place, line, words the message must contain)
+type ErrorCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    usize,
+    &'static str,
+);
+
+#[test]
+fn friendly_error_table() {
+    let cases: &[ErrorCase] = &[
+        (
+            "unknown cluster",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - match: { prefix: / }
+        to: prodcut
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[0].routes[0].to",
+            6,
+            r#"unknown cluster "prodcut" (did you mean "product"?)"#,
+        ),
+        (
+            "unknown cluster in a weighted split",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - to:
+          product: 90
+          product-v3: 10
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+  product-v2: { endpoints: [127.0.0.1:9202] }
+",
+            "listeners[0].routes[0].to.product-v3",
+            7,
+            r#"unknown cluster "product-v3" (did you mean "product-v2"?)"#,
+        ),
+        (
+            "duplicate listener names",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes: [{ to: product }]
+  - name: shop
+    address: 127.0.0.1:8081
+    routes: [{ to: product }]
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[1].name",
+            5,
+            r#"duplicate listener name "shop""#,
+        ),
+        (
+            "duplicate listener addresses",
+            "\
+listeners:
+  - name: a
+    address: 127.0.0.1:8080
+    routes: [{ to: product }]
+  - name: b
+    address: 127.0.0.1:8080
+    routes: [{ to: product }]
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[1].address",
+            6,
+            "address 127.0.0.1:8080 is used by another listener",
+        ),
+        (
+            "bad regex",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - match:
+          regex: \"/v[0-9\"
+        to: product
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[0].routes[0].match.regex",
+            6,
+            r#"invalid regex "/v[0-9""#,
+        ),
+        (
+            "bad header regex",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - match:
+          headers:
+            x-id: { regex: \"(\" }
+        to: product
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[0].routes[0].match.headers.x-id.regex",
+            7,
+            "invalid regex",
+        ),
+        (
+            "bad template",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - match: { path: \"/products/x{id}\" }
+        to: product
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[0].routes[0].match.path",
+            5,
+            "mixes text with a variable",
+        ),
+        (
+            "bad listener address",
+            "\
+listeners:
+  - name: shop
+    address: localhost:8080
+    routes: [{ to: product }]
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[0].address",
+            3,
+            r#"invalid address "localhost:8080""#,
+        ),
+        (
+            "bad endpoint address",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes: [{ to: product }]
+clusters:
+  product:
+    endpoints:
+      - 127.0.0.1:9201
+      - 127.0.0.1
+",
+            "clusters.product.endpoints[1]",
+            9,
+            r#"invalid endpoint "127.0.0.1""#,
+        ),
+        (
+            "bad endpoint address, long form",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes: [{ to: product }]
+clusters:
+  product:
+    endpoints:
+      - address: product.svc
+        weight: 2
+",
+            "clusters.product.endpoints[0].address",
+            8,
+            r#"invalid endpoint "product.svc""#,
+        ),
+        (
+            "endpoint weight zero",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes: [{ to: product }]
+clusters:
+  product:
+    endpoints:
+      - address: 127.0.0.1:9201
+        weight: 0
+",
+            "clusters.product.endpoints[0].weight",
+            9,
+            "endpoint weight must be at least 1",
+        ),
+        (
+            "route with two actions",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - to: product
+        respond: { status: 200 }
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[0].routes[0]",
+            5,
+            "exactly one of `to`, `redirect` or `respond`",
+        ),
+        (
+            "route without action",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - match: { prefix: /a }
+",
+            "listeners[0].routes[0]",
+            5,
+            "exactly one of `to`, `redirect` or `respond`",
+        ),
+        (
+            "ring-hash without hash_on",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes: [{ to: product }]
+clusters:
+  product:
+    endpoints: [127.0.0.1:9201]
+    lb: ring-hash
+",
+            "clusters.product.lb",
+            8,
+            "`lb: ring-hash` needs `hash_on",
+        ),
+        (
+            "hash_on without ring-hash",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes: [{ to: product }]
+clusters:
+  product:
+    endpoints: [127.0.0.1:9201]
+    hash_on: { header: x-user }
+",
+            "clusters.product.hash_on",
+            8,
+            "`hash_on` needs `lb: ring-hash`",
+        ),
+        (
+            "unknown lb",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes: [{ to: product }]
+clusters:
+  product:
+    endpoints: [127.0.0.1:9201]
+    lb: fastest
+",
+            "clusters.product.lb",
+            8,
+            r#"unknown lb "fastest""#,
+        ),
+        (
+            "tcp listener without to",
+            "\
+listeners:
+  - name: db
+    address: 127.0.0.1:5432
+    protocol: tcp
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            // not in the file: the line is the listener's
+            "listeners[0].to",
+            2,
+            "a tcp listener needs `to: <cluster>`",
+        ),
+        (
+            "tcp listener with routes",
+            "\
+listeners:
+  - name: db
+    address: 127.0.0.1:5432
+    protocol: tcp
+    to: product
+    routes: [{ to: product }]
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[0].routes",
+            6,
+            "a tcp listener has no routes",
+        ),
+        (
+            "weights add up to zero",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - to: { product: 0 }
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[0].routes[0].to",
+            5,
+            "weights add up to zero",
+        ),
+        (
+            "bad method",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - match: { path: /a, method: [GET, post] }
+        to: product
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[0].routes[0].match.method[1]",
+            5,
+            r#"method "post" must be upper case"#,
+        ),
+        (
+            "bad header name to set",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - to: product
+        request_headers:
+          set: { \"x bad\": v }
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            r#"listeners[0].routes[0].request_headers.set["x bad"]"#,
+            7,
+            r#"invalid header name "x bad""#,
+        ),
+        (
+            "respond status out of range",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - respond:
+          status: 99
+",
+            "listeners[0].routes[0].respond.status",
+            6,
+            "status 99 is not between 200 and 599",
+        ),
+        (
+            "bad domain",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    virtual_hosts:
+      - domains: [shop.example.com, \"a.*.com\"]
+        routes: [{ to: product }]
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+",
+            "listeners[0].virtual_hosts[0].domains[1]",
+            5,
+            r#"invalid domain "a.*.com""#,
+        ),
+        (
+            "redirect code",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - redirect:
+          scheme: https
+          code: 305
+",
+            "listeners[0].routes[0].redirect.code",
+            7,
+            "redirect code 305",
+        ),
+    ];
+    for (what, text, place, line, message) in cases {
+        let found = problems(text);
+        let hit = found.iter().find(|p| p.place == *place);
+        let Some(p) = hit else {
+            panic!("{what}: no problem at {place}; got {found:#?}");
+        };
+        assert_eq!(p.line.map(|l| l.0), Some(*line), "{what}: line of {p:?}");
+        assert!(
+            p.message.contains(message),
+            "{what}: {:?} does not say {message:?}",
+            p.message
+        );
+    }
+}
+
+/// Errors found while reading the YAML (syntax, unknown fields, wrong types): no path,
+/// but the line.
+#[test]
+fn yaml_error_table() {
+    let cases: &[(&str, &str, usize, &str)] = &[
+        (
+            "unknown field",
+            "\
+listeners:
+  - name: shop
+    adress: 127.0.0.1:8080
+    routes: []
+",
+            3,
+            "adress",
+        ),
+        (
+            "unknown field in a cluster",
+            "\
+clusters:
+  product:
+    endpoints: [127.0.0.1:9201]
+    lb_policy: round-robin
+",
+            4,
+            "lb_policy",
+        ),
+        (
+            "YAML syntax error",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes: [{ to: product }
+clusters: {}
+",
+            5,
+            "",
+        ),
+        (
+            "mapping value in a plain scalar",
+            "\
+listeners:
+  - name: shop
+    address: a: b
+",
+            3,
+            "",
+        ),
+        (
+            "wrong type",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - respond: { status: ok }
+",
+            5,
+            "",
+        ),
+        (
+            "bad duration",
+            "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - to: product
+        timeout: soon
+",
+            6,
+            "invalid duration",
+        ),
+    ];
+    for (what, text, line, message) in cases {
+        let found = problems(text);
+        assert_eq!(found.len(), 1, "{what}: {found:#?}");
+        let p = &found[0];
+        assert_eq!(p.line.map(|l| l.0), Some(*line), "{what}: {p:?}");
+        assert!(p.message.contains(message), "{what}: {p:?}");
+        // The message is one line; the location is not repeated in it.
+        assert!(!p.message.contains('\n'), "{what}: {p:?}");
+    }
+}
+
+#[test]
+fn prefix_rewrite_on_a_template_route_is_located() {
+    // A prefix rewrite next to a template is refused by `compile`, so the problem
+    // carries its YAML path and line (not only translate's resource place).
+    let text = "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - match: { path: \"/products/{id}\" }
+        to: product
+        rewrite: { prefix: /p }
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+";
+    let found = problems(text);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.place == "listeners[0].routes[0].rewrite.prefix"
+                && p.line.map(|l| l.0) == Some(7)),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn every_friendly_problem_is_reported_at_once_in_file_order() {
+    let text = "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - match: { regex: \"(\" }
+        to: prodcut
+      - to: user
+clusters:
+  product:
+    endpoints: [nowhere]
+";
+    let found = problems(text);
+    let got: Vec<(&str, Option<usize>)> = found
+        .iter()
+        .map(|p| (p.place.as_str(), p.line.map(|l| l.0)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("listeners[0].routes[0].match.regex", Some(5)),
+            ("listeners[0].routes[0].to", Some(6)),
+            ("listeners[0].routes[1].to", Some(7)),
+            ("clusters.product.endpoints[0]", Some(10)),
+        ]
+    );
+    // What `weft check` prints: origin:line:col: place: message, one per line.
+    let err = load_str(text, "shop.yaml").unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.starts_with("shop.yaml: 4 problems:\n"), "{shown}");
+    assert!(
+        shown.contains("  shop.yaml:6:9: listeners[0].routes[0].to: unknown cluster \"prodcut\""),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 5, "{shown}");
+}
+
+#[test]
+fn weighted_to_compiles_to_weighted_clusters() {
+    let text = "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - match: { path: \"/products/{productId}\" }
+        to: { product: 90, product-v2: 10 }
+      - to: { product: 1 }
+clusters:
+  product: { endpoints: [127.0.0.1:9201] }
+  product-v2: { endpoints: [127.0.0.1:9202] }
+";
+    let loaded = load(text);
+    // Envoy resources: weighted_clusters with both weights, even for one target.
+    let rc = &loaded.resources.route_configs[0];
+    let weights = |i: usize| -> Vec<(String, u32)> {
+        let Some(pb_route::route::Action::Route(a)) = &rc.virtual_hosts[0].routes[i].action else {
+            panic!("route {i} forwards")
+        };
+        let Some(pb_route::route_action::ClusterSpecifier::WeightedClusters(w)) =
+            &a.cluster_specifier
+        else {
+            panic!("route {i}: {:?}", a.cluster_specifier)
+        };
+        w.clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.weight.map(|v| v.value).unwrap_or(0)))
+            .collect()
+    };
+    assert_eq!(
+        weights(0),
+        vec![("product".to_owned(), 90), ("product-v2".to_owned(), 10)]
+    );
+    assert_eq!(weights(1), vec![("product".to_owned(), 1)]);
+    // Snapshot: the split with cluster indexes resolved.
+    let s = &loaded.snapshot;
+    let ListenerKind::Http(h) = &s.listeners[0].kind else {
+        panic!("http")
+    };
+    let Action::Forward(f) = &h.virtual_hosts[0].routes[0].action else {
+        panic!("forward")
+    };
+    assert_eq!(f.backends.total_weight, 100);
+    let got: Vec<(usize, &str, u32)> = f
+        .backends
+        .targets
+        .iter()
+        .map(|t| (t.cluster, &*t.name, t.weight))
+        .collect();
+    assert_eq!(got, vec![(0, "product", 90), (1, "product-v2", 10)]);
+    // r in 0..100: the first 90 go to product.
+    assert_eq!(&*f.backends.pick_with(89).name, "product");
+    assert_eq!(&*f.backends.pick_with(90).name, "product-v2");
+}
+
+#[test]
+fn tcp_listener_compiles() {
+    let text = "\
+listeners:
+  - name: db
+    address: 127.0.0.1:5432
+    protocol: tcp
+    to: { pg-a: 1, pg-b: 3 }
+clusters:
+  pg-a: { endpoints: [127.0.0.1:6001] }
+  pg-b: { endpoints: [\"pg-b.db.svc:6002\"] }
+";
+    let loaded = load(text);
+    let ListenerKind::Tcp(t) = &loaded.snapshot.listeners[0].kind else {
+        panic!("tcp")
+    };
+    let got: Vec<(&str, u32)> = t
+        .backends
+        .targets
+        .iter()
+        .map(|b| (&*b.name, b.weight))
+        .collect();
+    assert_eq!(got, vec![("pg-a", 1), ("pg-b", 3)]);
+    // A DNS name makes the cluster STRICT_DNS.
+    assert_eq!(
+        loaded.snapshot.clusters[1].discovery,
+        crate::snapshot::Discovery::StrictDns
+    );
+}
+
+// ---- Envoy format ----
+
+const BOOTSTRAP: &str = r#"
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: 9902 } }
+static_resources:
+  listeners:
+    - name: shop
+      address: { socket_address: { address: 127.0.0.1, port_value: 8080 } }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: shop
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+                route_config:
+                  name: shop
+                  virtual_hosts:
+                    - name: shop
+                      domains: ["*"]
+                      routes:
+                        - name: product
+                          match:
+                            path_match_policy:
+                              name: envoy.path.match.uri_template.uri_template_matcher
+                              typed_config:
+                                "@type": type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig
+                                path_template: "/products/{productId}"
+                          route: { cluster: product, timeout: 2s }
+                        - name: user
+                          match: { prefix: /users/ }
+                          route: { cluster: user }
+  clusters:
+    - name: product
+      type: STATIC
+      lb_policy: LEAST_REQUEST
+      load_assignment:
+        cluster_name: product
+        endpoints:
+          - lb_endpoints:
+              - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9201 } } }
+    - name: user
+      type: STRICT_DNS
+      load_assignment:
+        cluster_name: user
+        endpoints:
+          - lb_endpoints:
+              - endpoint: { address: { socket_address: { address: user.svc, port_value: 9301 } } }
+"#;
+
+const RESOURCE_LIST: &str = r#"
+resources:
+  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+    name: shop
+    address: { socket_address: { address: 127.0.0.1, port_value: 8080 } }
+    filter_chains:
+      - filters:
+          - name: envoy.filters.network.http_connection_manager
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+              stat_prefix: shop
+              http_filters:
+                - name: envoy.filters.http.router
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              rds:
+                route_config_name: shop
+                config_source: { ads: {} }
+  - "@type": type.googleapis.com/envoy.config.route.v3.RouteConfiguration
+    name: shop
+    virtual_hosts:
+      - name: shop
+        domains: ["*"]
+        routes:
+          - name: product
+            match:
+              path_match_policy:
+                name: envoy.path.match.uri_template.uri_template_matcher
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig
+                  path_template: "/products/{productId}"
+            route: { cluster: product, timeout: 2s }
+          - name: user
+            match: { prefix: /users/ }
+            route: { cluster: user }
+  - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+    name: product
+    type: EDS
+    lb_policy: LEAST_REQUEST
+    eds_cluster_config: { eds_config: { ads: {} } }
+  - "@type": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment
+    cluster_name: product
+    endpoints:
+      - lb_endpoints:
+          - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9201 } } }
+  - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+    name: user
+    type: STRICT_DNS
+    load_assignment:
+      cluster_name: user
+      endpoints:
+        - lb_endpoints:
+            - endpoint: { address: { socket_address: { address: user.svc, port_value: 9301 } } }
+"#;
+
+fn envoy_shape() -> Shape {
+    let routes = vec![
+        (
+            "product".to_owned(),
+            "/products/{productId}".to_owned(),
+            "product:1".to_owned(),
+        ),
+        (
+            "user".to_owned(),
+            "/users/*".to_owned(),
+            "user:1".to_owned(),
+        ),
+    ];
+    Shape {
+        listeners: vec![(
+            "shop".to_owned(),
+            "127.0.0.1:8080".to_owned(),
+            vec![(vec!["Any".to_owned()], routes)],
+        )],
+        clusters: vec![
+            ("product".to_owned(), vec!["127.0.0.1:9201".to_owned()]),
+            ("user".to_owned(), vec!["user.svc:9301".to_owned()]),
+        ],
+    }
+}
+
+#[test]
+fn envoy_bootstrap_is_accepted() {
+    assert!(envoy_format::looks_like_envoy(BOOTSTRAP));
+    let loaded = load(BOOTSTRAP);
+    assert_eq!(loaded.admin, Some("127.0.0.1:9902".parse().unwrap()));
+    assert_eq!(shape(&loaded.snapshot), envoy_shape());
+    let ListenerKind::Http(h) = &loaded.snapshot.listeners[0].kind else {
+        panic!("http")
+    };
+    let Action::Forward(f) = &h.virtual_hosts[0].routes[0].action else {
+        panic!("forward")
+    };
+    assert_eq!(f.timeout, Some(std::time::Duration::from_secs(2)));
+    assert_eq!(
+        loaded.snapshot.clusters[0].lb,
+        crate::snapshot::LbPolicy::P2cPeakEwma
+    );
+}
+
+#[test]
+fn envoy_resource_list_is_accepted() {
+    assert!(envoy_format::looks_like_envoy(RESOURCE_LIST));
+    let loaded = load(RESOURCE_LIST);
+    assert_eq!(loaded.admin, None);
+    assert_eq!(loaded.resources.listeners.len(), 1);
+    assert_eq!(loaded.resources.route_configs.len(), 1);
+    assert_eq!(loaded.resources.clusters.len(), 2);
+    assert_eq!(loaded.resources.load_assignments.len(), 1);
+    assert_eq!(shape(&loaded.snapshot), envoy_shape());
+}
+
+#[test]
+fn envoy_format_problems_name_the_resource() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "unknown type",
+            "resources:\n  - \"@type\": type.googleapis.com/envoy.config.core.v3.Node\n    id: x\n",
+            "resources[0].@type",
+        ),
+        (
+            "unknown field",
+            "resources:\n  - \"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\n    name: c\n    colour: blue\n",
+            "resources[0]",
+        ),
+        (
+            "unknown cluster",
+            "resources:\n  - \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n    name: db\n    address: { socket_address: { address: 127.0.0.1, port_value: 5432 } }\n    filter_chains:\n      - filters:\n          - name: envoy.filters.network.tcp_proxy\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n              stat_prefix: db\n              cluster: pg\n",
+            r#"Listener "db".filter_chains[0].filters[0].cluster"#,
+        ),
+    ];
+    for (what, text, place) in cases {
+        let found = problems(text);
+        assert!(
+            found.iter().any(|p| p.place.starts_with(place)),
+            "{what}: nothing at {place}: {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn looks_like_envoy_table() {
+    let cases: &[(&str, bool)] = &[
+        ("static_resources: {}\n", true),
+        ("resources: []\n", true),
+        ("listeners: []\n", false),
+        ("", false),
+        ("[1, 2]\n", false),
+        ("{ not yaml", false),
+    ];
+    for (text, want) in cases {
+        assert_eq!(envoy_format::looks_like_envoy(text), *want, "{text:?}");
+    }
+}
+
+// ---- config dump ----
+
+#[test]
+fn config_dump_is_envoy_json() {
+    let loaded = load(SHOP);
+    let dump = loaded.resources.config_dump("7").unwrap();
+    let configs = dump["configs"].as_array().unwrap();
+    let types: Vec<&str> = configs
+        .iter()
+        .map(|c| c["@type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+            "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+            "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+            "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+        ]
+    );
+    let listeners = &configs[0];
+    assert_eq!(listeners["version_info"], "7");
+    let dynamic = &listeners["dynamic_listeners"][0];
+    assert_eq!(dynamic["name"], "shop");
+    let listener = &dynamic["active_state"]["listener"];
+    assert_eq!(
+        listener["@type"],
+        "type.googleapis.com/envoy.config.listener.v3.Listener"
+    );
+    assert_eq!(listener["name"], "shop");
+    // Proto field names, as Envoy prints them (not the camelCase JSON names).
+    assert_eq!(
+        listener["address"]["socket_address"]["port_value"],
+        serde_json::json!(8080)
+    );
+    let manager = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+    assert_eq!(
+        manager["@type"],
+        "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    );
+    assert_eq!(manager["stat_prefix"], "shop");
+    assert_eq!(manager["rds"]["route_config_name"], "shop");
+    let text = dump.to_string();
+    for camel in [
+        "filterChains",
+        "socketAddress",
+        "portValue",
+        "statPrefix",
+        "versionInfo",
+    ] {
+        assert!(!text.contains(camel), "{camel} in {text}");
+    }
+    let cluster = &configs[2]["dynamic_active_clusters"][0]["cluster"];
+    assert_eq!(cluster["name"], "cart");
+    assert_eq!(cluster["connect_timeout"], "5s");
+    let rc = &configs[1]["dynamic_route_configs"][0]["route_config"];
+    assert_eq!(rc["virtual_hosts"][0]["routes"][0]["name"], "cart-add-item");
+}
+
+#[test]
+fn config_dump_reads_back_as_the_same_configuration() {
+    // The resources in a dump are an Envoy resource list: loading them gives the same
+    // snapshot.
+    let loaded = load(SHOP);
+    let dump = loaded.resources.config_dump("1").unwrap();
+    let configs = &dump["configs"];
+    let mut resources = Vec::new();
+    for l in configs[0]["dynamic_listeners"].as_array().unwrap() {
+        resources.push(l["active_state"]["listener"].clone());
+    }
+    for r in configs[1]["dynamic_route_configs"].as_array().unwrap() {
+        resources.push(r["route_config"].clone());
+    }
+    for c in configs[2]["dynamic_active_clusters"].as_array().unwrap() {
+        resources.push(c["cluster"].clone());
+    }
+    let text = serde_json::json!({ "resources": resources }).to_string();
+    let again = load(&text);
+    assert_eq!(shape(&again.snapshot), shape(&loaded.snapshot));
+    // Same resources, byte for byte once encoded.
+    let l0 = &loaded.resources.listeners[0];
+    let l1 = &again.resources.listeners[0];
+    assert_eq!(l0.encode_to_vec(), l1.encode_to_vec());
+    let manager = |l: &envoy_types::pb::envoy::config::listener::v3::Listener| {
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) = &l.filter_chains[0].filters[0].config_type
+        else {
+            panic!("typed_config")
+        };
+        hcm::HttpConnectionManager::decode(any.value.as_slice()).unwrap()
+    };
+    assert_eq!(manager(l0), manager(l1));
+}

@@ -1,0 +1,786 @@
+//! Tests of the `weft` binary: `check`, `explain`, `demo` and `proxy`, run as a user
+//! runs them, with real sockets on 127.0.0.1 and real HTTP/1.1 requests.
+//!
+//! Long-running commands are started through [`Running`], which kills the child when
+//! dropped (also when an assertion fails), and announce their addresses on stdout or
+//! stderr; nothing here depends on timing except a generous guard against hangs.
+
+// A panic is how a test reports failure, helpers included.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// How long to wait for a child to announce itself or a socket to answer before the
+/// test is declared hung (a guard, not an assertion about speed).
+const HANG: Duration = Duration::from_secs(60);
+
+fn shop_yaml() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/shop.yaml")
+}
+
+fn weft(args: &[&str]) -> Output {
+    Command::new(WEFT)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A file in the temporary directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("weft-cli-{}-{n}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+// ---- weft check ----
+
+#[test]
+fn check_accepts_the_shop_example() {
+    let out = weft(&["check", "-c", shop_yaml().to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("ok (1 listener, 5 routes, 3 clusters)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_prints_every_problem_with_file_and_line() {
+    let file = TempFile::new(
+        "broken.yaml",
+        "\
+listeners:
+  - name: shop
+    address: 127.0.0.1:8080
+    routes:
+      - match: { regex: \"/v[0-9\" }
+        to: prodcut
+      - match: { path: \"/products/x{id}\" }
+        to: product
+clusters:
+  product:
+    endpoints: [127.0.0.1]
+",
+    );
+    let out = weft(&["check", "-c", file.path()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let p = file.path();
+    let want = [
+        format!("{p}: 4 problems:"),
+        format!("{p}:5:"),
+        "listeners[0].routes[0].match.regex: invalid regex".to_owned(),
+        format!("{p}:6:9: listeners[0].routes[0].to: unknown cluster \"prodcut\""),
+        "did you mean \"product\"".to_owned(),
+        format!("{p}:7:"),
+        "listeners[0].routes[1].match.path".to_owned(),
+        format!("{p}:11:"),
+        "clusters.product.endpoints[0]: invalid endpoint \"127.0.0.1\"".to_owned(),
+    ];
+    for w in want {
+        assert!(stderr.contains(&w), "missing {w:?} in:\n{stderr}");
+    }
+    // One line per problem, each with its file:line.
+    let problem_lines: Vec<&str> = stderr.lines().skip(1).collect();
+    assert_eq!(problem_lines.len(), 4, "{stderr}");
+    for line in problem_lines {
+        assert!(line.trim_start().starts_with(&format!("{p}:")), "{line}");
+    }
+}
+
+#[test]
+fn check_reports_yaml_errors_with_their_line() {
+    let file = TempFile::new(
+        "typo.yaml",
+        "listeners:\n  - name: shop\n    adress: 127.0.0.1:8080\n",
+    );
+    let out = weft(&["check", "-c", file.path()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3:5: unknown field `adress`", file.path())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_fails_on_a_missing_file() {
+    let out = weft(&["check", "-c", "/nonexistent/weft.yaml"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("/nonexistent/weft.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+// ---- weft explain ----
+
+#[test]
+fn explain_names_listener_route_cluster_and_params() {
+    let shop = shop_yaml();
+    let out = weft(&[
+        "explain",
+        "-c",
+        shop.to_str().unwrap(),
+        "GET",
+        "http://localhost:8080/products/42",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let want = [
+        "listener:     shop",
+        "host:         localhost:8080",
+        "route:        product",
+        "cluster:      product",
+        "params:       productId=42",
+        "upstream path: /products/42",
+        "timeout:      2000ms",
+        r#"skipped route "cart-add-item": path "/products/42" is not "/cart/addItem""#,
+        r#"skipped route "cart": path "/products/42" does not start with "/cart/""#,
+    ];
+    for w in want {
+        assert!(stdout.contains(w), "missing {w:?} in:\n{stdout}");
+    }
+    // Routes after the match are not tried.
+    assert!(!stdout.contains(r#"skipped route "user""#), "{stdout}");
+}
+
+#[test]
+fn explain_table() {
+    let shop = shop_yaml();
+    // (method, URL, lines the output must have)
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "POST",
+            "/cart/addItem",
+            &["route:        cart-add-item", "cluster:      cart"],
+        ),
+        (
+            "GET",
+            "http://localhost:8080/cart/addItem",
+            &[
+                r#"skipped route "cart-add-item": method GET is not allowed"#,
+                "route:        cart",
+            ],
+        ),
+        (
+            "HEAD",
+            "/products/7?full=1",
+            &[
+                "route:        product",
+                "params:       productId=7",
+                "upstream path: /products/7?full=1",
+            ],
+        ),
+        (
+            "GET",
+            "/users/7",
+            &[
+                "route:        user",
+                "cluster:      user",
+                "params:       userId=7",
+            ],
+        ),
+        (
+            "GET",
+            "/healthz",
+            &[
+                "route:        health",
+                "respond:      200 (direct response)",
+            ],
+        ),
+        (
+            "DELETE",
+            "/products/42",
+            &[
+                r#"skipped route "product": method DELETE is not allowed"#,
+                r#"skipped route "user": path "/products/42" does not fit template "/users/{userId}""#,
+                r#"skipped route "health": path "/products/42" is not "/healthz""#,
+                "result:       404 no route matched",
+            ],
+        ),
+    ];
+    for (method, url, want) in cases {
+        let out = weft(&["explain", "-c", shop.to_str().unwrap(), method, url]);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{method} {url}: {}",
+            text(&out.stderr)
+        );
+        for w in *want {
+            assert!(
+                stdout.contains(w),
+                "{method} {url}: missing {w:?} in:\n{stdout}"
+            );
+        }
+    }
+}
+
+#[test]
+fn explain_json_parses() {
+    let shop = shop_yaml();
+    let out = weft(&[
+        "explain",
+        "-c",
+        shop.to_str().unwrap(),
+        "GET",
+        "http://localhost:8080/products/42",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["listener"], "shop");
+    assert_eq!(v["virtual_host"], "shop");
+    assert_eq!(v["route"], "product");
+    assert_eq!(v["path"], "/products/42");
+    assert_eq!(v["params"], serde_json::json!([["productId", "42"]]));
+    assert_eq!(v["action"]["kind"], "forward");
+    assert_eq!(v["action"]["clusters"], serde_json::json!([["product", 1]]));
+    assert_eq!(v["action"]["timeout_ms"], 2000);
+    let skipped: Vec<&str> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["cart-add-item", "cart"]);
+    assert!(
+        v["skipped"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not start with \"/cart/\"")
+    );
+}
+
+#[test]
+fn explain_header_option_takes_part() {
+    let file = TempFile::new(
+        "canary.yaml",
+        "\
+listeners:
+  - name: edge
+    address: 127.0.0.1:8080
+    routes:
+      - name: canary
+        match: { prefix: /, headers: { x-canary: \"true\" } }
+        to: v2
+      - name: stable
+        to: v1
+clusters:
+  v1: { endpoints: [127.0.0.1:9001] }
+  v2: { endpoints: [127.0.0.1:9002] }
+",
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "route:        stable"),
+        (&["-H", "x-canary: true"], "route:        canary"),
+        (&["-H", "x-canary: false"], "route:        stable"),
+    ];
+    for (headers, want) in cases {
+        let mut args = vec!["explain", "-c", file.path(), "GET", "/"];
+        args.extend_from_slice(headers);
+        let out = weft(&args);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{headers:?}: {}", text(&out.stderr));
+        assert!(stdout.contains(want), "{headers:?}: {stdout}");
+    }
+}
+
+#[test]
+fn explain_rejects_bad_input() {
+    let shop = shop_yaml();
+    let shop = shop.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["explain", "-c", shop, "GET", "/x", "--listener", "nope"],
+        &["explain", "-c", shop, "GET", "/x", "-H", "no-colon"],
+        &["explain", "-c", "/nonexistent.yaml", "GET", "/x"],
+    ];
+    for args in cases {
+        let out = weft(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+}
+
+// ---- running commands ----
+
+/// A running `weft`, killed when dropped.
+struct Running {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    /// Every line read so far, for failure messages.
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(WEFT)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Threads drain both pipes so the child never blocks on a full pipe.
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Self {
+            child,
+            stdout,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads stdout (or stderr) until `find` accepts a line, returning what it found.
+    fn wait_for<T>(&mut self, on_stderr: bool, find: impl Fn(&str) -> Option<T>) -> T {
+        loop {
+            let source = if on_stderr {
+                &self.stderr
+            } else {
+                &self.stdout
+            };
+            match source.recv_timeout(HANG) {
+                Ok(line) => {
+                    let found = find(&line);
+                    self.seen.push(line);
+                    if let Some(v) = found {
+                        return v;
+                    }
+                }
+                Err(e) => {
+                    // Collect whatever the other stream said, for the message.
+                    let other = if on_stderr {
+                        &self.stdout
+                    } else {
+                        &self.stderr
+                    };
+                    self.seen.extend(other.try_iter());
+                    panic!(
+                        "weft did not announce itself ({e}); status {:?}; output:\n{}",
+                        self.child.try_wait(),
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            // The receiver may be gone; keep draining anyway.
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// The address after `marker` on a line, if the line has it.
+fn addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let word = rest.split_whitespace().next()?;
+    word.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .ok()
+}
+
+// ---- a small HTTP/1.1 client ----
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", text(&self.body)))
+    }
+}
+
+/// Sends one request on a new connection (`Connection: close`) and reads the answer.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(HANG)).unwrap();
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", text(raw)));
+    let head = text(&raw[..split]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = text(&data[..eol]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+}
+
+// ---- weft demo ----
+
+#[test]
+fn demo_serves_the_shop() {
+    let mut demo = Running::start(&[
+        "demo",
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        "--services-base",
+        "0",
+    ]);
+    let gateway = demo.wait_for(false, |l| addr_after(l, "gateway"));
+    let admin = demo.wait_for(false, |l| addr_after(l, "admin"));
+
+    // (method, target, body, service, replica prefix, (param, value))
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<(&'static str, &'static str)>,
+    );
+    let cases: &[Case] = &[
+        (
+            "GET",
+            "/products/42",
+            "",
+            "product",
+            Some(("productId", "42")),
+        ),
+        ("GET", "/users/7", "", "user", Some(("userId", "7"))),
+        ("GET", "/cart/items", "", "cart", None),
+        (
+            "POST",
+            "/cart/addItem",
+            r#"{"productId":"42","qty":2}"#,
+            "cart",
+            None,
+        ),
+    ];
+    for (method, target, body, service, param) in cases {
+        let headers: &[(&str, &str)] = if body.is_empty() {
+            &[]
+        } else {
+            &[("Content-Type", "application/json")]
+        };
+        let resp = request(gateway, method, target, headers, body.as_bytes());
+        assert_eq!(resp.status, 200, "{method} {target}: {resp:?}");
+        assert_eq!(
+            resp.header("content-type"),
+            Some("application/json"),
+            "{method} {target}"
+        );
+        let v = resp.json();
+        assert_eq!(v["service"], *service, "{method} {target}: {v}");
+        let replica = v["replica"].as_str().unwrap();
+        assert!(
+            replica == format!("{service}-1") || replica == format!("{service}-2"),
+            "{method} {target}: {v}"
+        );
+        assert_eq!(v["path"], *target, "{v}");
+        if let Some((name, value)) = param {
+            assert_eq!(v["params"][name], *value, "{method} {target}: {v}");
+        }
+        if *method == "POST" {
+            assert_eq!(v["added"]["productId"], "42", "{v}");
+            assert_eq!(v["added"]["qty"], 2, "{v}");
+        }
+    }
+
+    // Answered by the gateway itself.
+    let health = request(gateway, "GET", "/healthz", &[], b"");
+    assert_eq!((health.status, text(&health.body).as_str()), (200, "ok"));
+    let none = request(gateway, "GET", "/nowhere", &[], b"");
+    assert_eq!(none.status, 404, "{none:?}");
+    assert_eq!(none.header("x-weft-error"), Some("no-route"));
+    // The product route takes GET and HEAD only.
+    let post = request(gateway, "POST", "/products/42", &[], b"");
+    assert_eq!(post.status, 404, "{post:?}");
+
+    // The admin server is up and explains like the CLI.
+    let ready = request(admin, "GET", "/ready", &[], b"");
+    assert_eq!(ready.status, 200, "{ready:?}");
+    let explain = request(
+        admin,
+        "GET",
+        "/explain?method=GET&url=/products/42",
+        &[],
+        b"",
+    );
+    assert_eq!(explain.status, 200, "{explain:?}");
+    assert!(
+        text(&explain.body).contains("productId"),
+        "{}",
+        text(&explain.body)
+    );
+}
+
+// ---- weft proxy ----
+
+/// An upstream that answers every request with `<name> <method> <target>` and closes.
+fn upstream(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || answer(stream, name));
+        }
+    });
+    addr
+}
+
+fn answer(mut stream: TcpStream, name: &str) {
+    let _ = stream.set_read_timeout(Some(HANG));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut content_length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or_default();
+        let target = parts.next().unwrap_or_default();
+        let reply = format!("{name} {method} {target}");
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+        if stream.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn proxy_forwards_to_its_upstreams() {
+    let a = upstream("a");
+    let b = upstream("b");
+    let to = format!("{a},{b}");
+    let mut proxy = Running::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &to,
+        "--lb",
+        "round-robin",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    // `weft proxy` announces the bound address on stderr.
+    let listen = proxy.wait_for(true, |l| addr_after(l, "weft: listener proxy on"));
+    let mut seen = Vec::new();
+    for i in 0..4 {
+        let target = format!("/hello/{i}?x=1");
+        let resp = request(listen, "GET", &target, &[], b"");
+        assert_eq!(resp.status, 200, "{resp:?}");
+        let body = text(&resp.body);
+        let (name, rest) = body.split_once(' ').unwrap();
+        assert_eq!(rest, format!("GET {target}"), "{body}");
+        seen.push(name.to_owned());
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["a", "b"], "round robin reaches both upstreams");
+    // A body goes through.
+    let resp = request(listen, "POST", "/submit", &[], b"{\"k\":1}");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(text(&resp.body).ends_with("POST /submit"), "{resp:?}");
+}
+
+#[test]
+fn proxy_on_a_chosen_port_reports_upstream_failure() {
+    // A free port: bind, read it, let it go.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Nothing listens on a port just released either.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let dead = dead.to_string();
+    let mut proxy = Running::start(&[
+        "proxy",
+        "--listen",
+        &listen,
+        "--to",
+        &dead,
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let addr = proxy.wait_for(true, |l| addr_after(l, "weft: listener proxy on"));
+    assert_eq!(addr.port(), port);
+    let resp = request(addr, "GET", "/", &[], b"");
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert_eq!(
+        resp.header("x-weft-error"),
+        Some("upstream-connect-failure")
+    );
+}
+
+#[test]
+fn proxy_rejects_bad_arguments() {
+    let cases: &[&[&str]] = &[
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "nowhere",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:1",
+            "--lb",
+            "fastest",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        &["proxy", "--listen", "localhost", "--to", "127.0.0.1:1"],
+    ];
+    for args in cases {
+        let out = weft(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+}

@@ -1,0 +1,42 @@
+//! End-to-end tests: the real proxy in-process, in front of in-process upstreams, driven
+//! by real HTTP/1.1, HTTP/2, WebSocket and TCP clients over loopback.
+//!
+//! One test binary with a module per area (each extra binary would link the whole proxy
+//! again). Every test is bounded in time (`weft_tests::within`) and in request count,
+//! and never asserts timings beyond coarse sanity bounds. See `tests/README.md`.
+
+// As clippy.toml says for tests: a panic here is the failure report. Helpers outside
+// `#[test]` functions need the same allowance.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+mod admin;
+mod balancing;
+mod errors;
+mod forwarding;
+mod malformed;
+mod reload;
+mod routing;
+mod streaming;
+mod tunnels;
+
+use std::time::Duration;
+
+/// Counts live and peak heap bytes of this process (wraps the system allocator), for the
+/// bounded-memory streaming test. `peak_alloc` holds the `unsafe` the workspace forbids.
+#[global_allocator]
+static ALLOC: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
+
+/// The time limit of a typical test.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The local-error responses carry this header naming the failure.
+const ERROR_HEADER: &str = "x-weft-error";
+
+/// Both client flavours, for tests that run over HTTP/1.1 and HTTP/2 alike.
+fn both_clients() -> [weft_tests::Client; 2] {
+    [weft_tests::Client::http1(), weft_tests::Client::http2()]
+}

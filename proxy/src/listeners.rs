@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use metrics::{Counter, Gauge};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use weft_telemetry::{Registry, names};
 
 use crate::http::handler::ConnCtx;
@@ -223,7 +223,9 @@ async fn accept_loop(
     stop: CancellationToken,
     stats: ConnStats,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Connections are tracked so that a stopped listener can wait for them to drain.
+    let connections = TaskTracker::new();
+    let drain = CancellationToken::new();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -248,17 +250,19 @@ async fn accept_loop(
                 let ctx = Arc::new(ConnCtx {
                     listener: name.clone(),
                     peer,
+                    peer_ip: crate::http::headers::client_ip_value(peer.ip()),
                     scheme: "http",
                     store: store.clone(),
                 });
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    server::serve(stream, ctx, settings, watcher).await;
+                let drain = drain.clone();
+                connections.spawn(async move {
+                    server::serve(stream, ctx, settings, drain).await;
                     drop(open);
                 });
             }
             Kind::Tcp => {
                 let (name, store) = (name.clone(), store.clone());
+                // TCP connections cannot be drained gracefully; they run to their end.
                 tokio::spawn(async move {
                     crate::tcp::proxy(stream, name, store).await;
                     drop(open);
@@ -268,7 +272,9 @@ async fn accept_loop(
     }
     drop(socket);
     // In-flight requests finish; idle keep-alive connections close; HTTP/2 gets GOAWAY.
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    drain.cancel();
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
         .is_err()
     {

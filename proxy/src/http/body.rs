@@ -12,6 +12,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::h1::ResponseBody;
+
 /// Boxed error for bodies and services.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -25,6 +27,8 @@ pub enum Body {
     Full(Option<Bytes>),
     /// Streamed from a peer.
     Incoming(Incoming),
+    /// Streamed from a pooled HTTP/1.1 upstream connection, reused once this ends.
+    Upstream(ResponseBody),
 }
 
 impl Body {
@@ -57,6 +61,7 @@ impl http_body::Body for Body {
             Self::Empty => Poll::Ready(None),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Upstream(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -65,6 +70,7 @@ impl http_body::Body for Body {
             Self::Empty => true,
             Self::Full(b) => b.is_none(),
             Self::Incoming(b) => b.is_end_stream(),
+            Self::Upstream(b) => b.is_end_stream(),
         }
     }
 
@@ -73,6 +79,7 @@ impl http_body::Body for Body {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Incoming(b) => b.size_hint(),
+            Self::Upstream(b) => b.size_hint(),
         }
     }
 }

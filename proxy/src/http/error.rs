@@ -21,6 +21,10 @@ pub enum ProxyError {
     ConnectFailure(BoxError),
     /// The upstream closed or reset the connection before a complete response.
     UpstreamReset(BoxError),
+    /// The upstream answered something that is not valid HTTP.
+    UpstreamProtocol(&'static str),
+    /// The client's request body broke off while it was being forwarded.
+    DownstreamReset(BoxError),
     /// The route's timeout passed before the upstream's response headers.
     Timeout,
     /// An `Upgrade` the route does not allow.
@@ -35,7 +39,8 @@ impl ProxyError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoHealthyUpstream | Self::ConnectFailure(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamReset(_) | Self::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
+            Self::DownstreamReset(_) => StatusCode::BAD_REQUEST,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpgradeRejected(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -49,6 +54,8 @@ impl ProxyError {
             Self::NoHealthyUpstream => "no-healthy-upstream",
             Self::ConnectFailure(_) => "upstream-connect-failure",
             Self::UpstreamReset(_) => "upstream-reset",
+            Self::UpstreamProtocol(_) => "upstream-protocol-error",
+            Self::DownstreamReset(_) => "downstream-reset",
             Self::Timeout => "upstream-timeout",
             Self::UpgradeRejected(_) => "upgrade-rejected",
             Self::BadRequest(_) => "bad-request",
@@ -62,6 +69,8 @@ impl ProxyError {
             Self::NoHealthyUpstream => "UH",
             Self::ConnectFailure(_) => "UF",
             Self::UpstreamReset(_) => "UC",
+            Self::UpstreamProtocol(_) => "UPE",
+            Self::DownstreamReset(_) => "DC",
             Self::Timeout => "UT",
             Self::UpgradeRejected(_) | Self::BadRequest(_) => "DPE",
         }
@@ -95,6 +104,8 @@ impl fmt::Display for ProxyError {
             Self::UpstreamReset(_) => {
                 f.write_str("upstream reset the connection before responding")
             }
+            Self::UpstreamProtocol(why) => write!(f, "upstream protocol error: {why}"),
+            Self::DownstreamReset(_) => f.write_str("the request body broke off"),
             Self::Timeout => f.write_str("upstream request timeout"),
             Self::UpgradeRejected(p) => write!(f, "upgrade to {p:?} is not allowed on this route"),
             Self::BadRequest(why) => write!(f, "bad request: {why}"),
@@ -105,7 +116,7 @@ impl fmt::Display for ProxyError {
 impl std::error::Error for ProxyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::ConnectFailure(e) | Self::UpstreamReset(e) => Some(e.as_ref()),
+            Self::ConnectFailure(e) | Self::UpstreamReset(e) | Self::DownstreamReset(e) => Some(e.as_ref()),
             _ => None,
         }
     }

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -33,6 +33,9 @@ pub struct ConnCtx {
     pub listener: Arc<str>,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The client's IP as a header value, made once per connection for
+    /// `x-forwarded-for`.
+    pub peer_ip: HeaderValue,
     /// `http` or `https`, as the client connected.
     pub scheme: &'static str,
     /// Where the current state is.
@@ -60,21 +63,20 @@ pub async fn handle(
     let ListenerKind::Http(http) = &listener.kind else {
         return Ok(ProxyError::NoRoute.into_response());
     };
-    // RFC 9112 section 3.2: more than one Host is an error, not a choice to make.
-    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
-        return Ok(ProxyError::BadRequest("more than one Host header").into_response());
-    }
-    let host = authority(&req).to_owned();
+    let host = match checked_authority(&req) {
+        Ok(h) => h,
+        Err(e) => return Ok(e.into_response()),
+    };
     let selected = {
         let view = RequestView {
             method: req.method(),
-            host: &host,
+            host,
             path: req.uri().path(),
             query: req.uri().query(),
             scheme: ctx.scheme,
             headers: req.headers(),
         };
-        route::select_vhost(&http.virtual_hosts, &host)
+        route::select_vhost(&http.virtual_hosts, host)
             .and_then(|vh| route::select_route(vh, &view).map(|r| (vh, r)))
     };
     let Some((vhost, route)) = selected else {
@@ -98,7 +100,7 @@ pub async fn handle(
             let location = headers::redirect_location(
                 r,
                 ctx.scheme,
-                &host,
+                authority(&req),
                 req.uri().path(),
                 req.uri().query(),
                 &route.matcher.path,
@@ -114,7 +116,7 @@ pub async fn handle(
             (resp, 0, "-")
         }
         Action::Forward(f) => {
-            let (index, result) = forward(&ctx, &state, vhost, route, f, host, req).await;
+            let (index, result) = forward(&ctx, &state, vhost, route, f, req).await;
             match result {
                 Ok(resp) => (resp, index, "-"),
                 Err(e) => {
@@ -143,18 +145,13 @@ async fn forward(
     vhost: &VirtualHost,
     route: &Route,
     f: &Forward,
-    host: String,
     mut req: Request<Incoming>,
 ) -> (usize, Result<Response<Body>, ProxyError>) {
     let index = if f.backends.targets.len() == 1 {
         0
     } else {
         let picked = f.backends.pick();
-        f.backends
-            .targets
-            .iter()
-            .position(|t| std::ptr::eq(t, picked))
-            .unwrap_or(0)
+        f.backends.targets.iter().position(|t| std::ptr::eq(t, picked)).unwrap_or(0)
     };
     let backend = &f.backends.targets[index];
     let Some(cluster) = state.clusters.get(backend.cluster) else {
@@ -166,7 +163,9 @@ async fn forward(
     // An h2c upgrade offer (what `curl --http2` sends) is declined by ignoring it, as
     // the RFC allows: the request goes on as HTTP/1.1 and the offer's headers, being
     // hop-by-hop, are dropped below.
-    let upgrade = headers::upgrade_request(req.headers())
+    let hop_by_hop = headers::HopByHop::scan(req.headers());
+    let upgrade = hop_by_hop
+        .upgrade(req.headers())
         .filter(|p| !p.as_bytes().eq_ignore_ascii_case(b"h2c"))
         .cloned();
     if let Some(proto) = &upgrade {
@@ -183,11 +182,11 @@ async fn forward(
         .map(|v| balance::hash_key(v.as_bytes()));
 
     let (mut parts, body) = req.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
-    headers::add_forwarded(&mut parts.headers, ctx.peer.ip(), ctx.scheme);
+    // Room for what is added below, so the map grows once, not per insert.
+    parts.headers.reserve(4);
+    headers::strip_scanned(&mut parts.headers, hop_by_hop, upgrade.as_ref());
+    headers::add_forwarded(&mut parts.headers, &ctx.peer_ip, ctx.scheme);
     let request_id = headers::ensure_request_id(&mut parts.headers);
-    vhost.request_headers.apply(&mut parts.headers);
-    route.request_headers.apply(&mut parts.headers);
     // hyper answered any `Expect: 100-continue` already; the upstream must not wait for
     // a second one.
     if parts
@@ -197,37 +196,32 @@ async fn forward(
     {
         parts.headers.remove(header::EXPECT);
     }
-    // The upstream's Host is the authority the request was routed on (an absolute-form
-    // URI's wins over a conflicting Host, RFC 9112 section 3.2.2), or the rewrite.
-    let authority = match &f.host_rewrite {
-        Some(h) => {
-            parts.headers.insert(header::HOST, h.clone());
-            h.to_str().unwrap_or_default().to_owned()
+    // The upstream's Host is the authority the request was routed on: an absolute-form
+    // URI's (or HTTP/2's `:authority`) wins over any Host header (RFC 9112 section
+    // 3.2.2); the route may rewrite it.
+    if let Some(h) = &f.host_rewrite {
+        parts.headers.insert(header::HOST, h.clone());
+    } else if let Some(a) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    vhost.request_headers.apply(&mut parts.headers);
+    route.request_headers.apply(&mut parts.headers);
+    let target = match &f.prefix_rewrite {
+        Some(to) => {
+            let rewritten = headers::rewrite_prefix(
+                parts.uri.path(),
+                parts.uri.query(),
+                &route.matcher.path,
+                route.matcher.case_sensitive,
+                to,
+            );
+            Uri::try_from(rewritten).map_err(|_| ProxyError::BadRequest("invalid path after rewrite"))
         }
-        None => {
-            if let Ok(v) = HeaderValue::from_str(&host)
-                && !host.is_empty()
-            {
-                parts.headers.insert(header::HOST, v);
-            }
-            host
-        }
+        None => origin_form(&parts.uri),
     };
-    let path_and_query = match &f.prefix_rewrite {
-        Some(to) => headers::rewrite_prefix(
-            parts.uri.path(),
-            parts.uri.query(),
-            &route.matcher.path,
-            route.matcher.case_sensitive,
-            to,
-        ),
-        None => parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned(),
-    };
-    parts.uri = match upstream_uri(&authority, &path_and_query) {
+    parts.uri = match target {
         Ok(u) => u,
         Err(e) => return (index, Err(e)),
     };
@@ -250,36 +244,46 @@ async fn forward(
                 let up = hyper::upgrade::on(&mut resp);
                 tokio::spawn(upgrade::splice(down, up));
             }
-            None => {
-                return (
-                    index,
-                    Err(ProxyError::UpstreamReset(
-                        "unexpected 101 Switching Protocols".into(),
-                    )),
-                );
-            }
+            None => return (index, Err(ProxyError::UpstreamReset("unexpected 101 Switching Protocols".into()))),
         }
     } else {
         headers::strip_hop_by_hop(resp.headers_mut(), None);
     }
-    resp.headers_mut()
-        .insert(headers::X_REQUEST_ID.clone(), request_id);
-    (index, Ok(resp.map(Body::Incoming)))
+    resp.headers_mut().insert(headers::X_REQUEST_ID.clone(), request_id);
+    (index, Ok(resp))
 }
 
-fn upstream_uri(authority: &str, path_and_query: &str) -> Result<Uri, ProxyError> {
-    // A request without any host (HTTP/1.0) still needs an absolute URI for the pool.
-    let authority = if authority.is_empty() {
-        "localhost"
-    } else {
-        authority
-    };
-    Uri::builder()
-        .scheme("http")
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| ProxyError::BadRequest("invalid host or path"))
+/// The request target in origin form (`/path?query`), what an HTTP/1.1 upstream gets.
+fn origin_form(uri: &Uri) -> Result<Uri, ProxyError> {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return Ok(uri.clone());
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))
+}
+
+/// The request's authority, checked: RFC 9112 section 3.2 wants exactly one `Host` in an
+/// HTTP/1.1 request (HTTP/2 has `:authority`); anything else is an error, not a choice
+/// to make.
+fn checked_authority<B>(req: &Request<B>) -> Result<&str, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if let Some(a) = req.uri().authority() {
+        return Ok(a.as_str());
+    }
+    match first {
+        Some(h) => Ok(h.to_str().unwrap_or_default()),
+        None if req.version() == Version::HTTP_11 => Err(ProxyError::BadRequest("missing Host header")),
+        None => Ok(""),
+    }
 }
 
 /// The request's authority: the URI's (HTTP/2 `:authority`, absolute-form) or `Host`.

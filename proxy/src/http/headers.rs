@@ -18,7 +18,7 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `x-request-id`
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-const HOP_BY_HOP: [HeaderName; 6] = [
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -26,31 +26,92 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+const CONNECTION_BIT: u8 = 1 << 0;
+const UPGRADE_BIT: u8 = 1 << 5;
+const TE_BIT: u8 = 1 << 6;
+
+/// Which hop-by-hop headers a message carries, found in one pass over its header names
+/// (most messages carry none, or only `Connection`, so the removals that follow touch
+/// only what is there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HopByHop(u8);
+
+impl HopByHop {
+    /// Scans `headers`.
+    pub fn scan(headers: &HeaderMap) -> Self {
+        let mut bits = 0u8;
+        for name in headers.keys() {
+            for (i, h) in HOP_BY_HOP.iter().enumerate() {
+                if name == h {
+                    bits |= 1 << i;
+                }
+            }
+            if name == header::TE {
+                bits |= TE_BIT;
+            }
+        }
+        Self(bits)
+    }
+
+    /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` plus
+    /// `Upgrade: <proto>`), if any.
+    pub fn upgrade<'h>(&self, headers: &'h HeaderMap) -> Option<&'h HeaderValue> {
+        if self.0 & (CONNECTION_BIT | UPGRADE_BIT) != CONNECTION_BIT | UPGRADE_BIT {
+            return None;
+        }
+        let asks = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+        if asks { headers.get(header::UPGRADE) } else { None }
+    }
+}
 
 /// Removes hop-by-hop headers. `te: trailers` survives (gRPC needs it end to end); when
 /// `upgrade` is given, `Upgrade` is kept and `Connection: upgrade` re-added so that the
 /// upstream sees the upgrade request.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
-    // Fast path: most requests carry none of these.
-    let named_by_connection: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
-        .collect();
-    for name in named_by_connection {
-        headers.remove(name);
+    let found = HopByHop::scan(headers);
+    strip_scanned(headers, found, upgrade);
+}
+
+/// [`strip_hop_by_hop`] with the scan already done.
+pub fn strip_scanned(headers: &mut HeaderMap, found: HopByHop, upgrade: Option<&HeaderValue>) {
+    let bits = found.0;
+    if bits & CONNECTION_BIT != 0 {
+        // Headers the Connection header names are hop-by-hop too; the usual tokens
+        // (keep-alive, close, upgrade) name nothing else worth a lookup.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case(b"keep-alive")
+                    && !t.eq_ignore_ascii_case(b"close")
+                    && !t.eq_ignore_ascii_case(b"upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(&t.to_ascii_lowercase()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if bits & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
-    if let Some(te) = headers.get(header::TE) {
-        let only_trailers = te.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-        if only_trailers {
+    if bits & TE_BIT != 0
+        && let Some(te) = headers.get(header::TE)
+    {
+        let trailers = te
+            .as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+        if trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         } else {
             headers.remove(header::TE);
@@ -65,36 +126,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` plus
 /// `Upgrade: <proto>`), if any.
 pub fn upgrade_request(headers: &HeaderMap) -> Option<&HeaderValue> {
-    let asks = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if asks {
-        headers.get(header::UPGRADE)
-    } else {
-        None
-    }
+    HopByHop::scan(headers).upgrade(headers)
 }
 
 /// Appends the client address to `x-forwarded-for` (folding several incoming lines into
-/// one, in order) and sets `x-forwarded-proto`.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, scheme: &'static str) {
-    let mut xff = String::new();
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        let v = String::from_utf8_lossy(v.as_bytes());
-        let v = v.trim();
-        if !v.is_empty() {
-            xff.push_str(v);
-            xff.push_str(", ");
+/// one, in order) and sets `x-forwarded-proto`. `client_ip` is the client's address as
+/// a header value (made once per connection).
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, scheme: &'static str) {
+    let value = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut xff = Vec::with_capacity(64);
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            let v = v.as_bytes().trim_ascii();
+            if !v.is_empty() {
+                xff.extend_from_slice(v);
+                xff.extend_from_slice(b", ");
+            }
         }
-    }
-    xff.push_str(&client_ip.to_string());
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+        xff.extend_from_slice(client_ip.as_bytes());
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).unwrap_or_else(|_| client_ip.clone())
+    } else {
+        client_ip.clone()
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), value);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+}
+
+/// The client address as it goes into `x-forwarded-for`.
+pub fn client_ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Keeps a well-formed incoming `x-request-id` (1-128 visible ASCII characters) or sets
@@ -109,9 +169,15 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
         headers.insert(X_REQUEST_ID.clone(), v.clone());
         return v;
     }
+    // A version-4 UUID from the thread's fast generator: ids need to be unique, not
+    // unguessable.
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    let v = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut buf);
+    let v = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(id.as_bytes()))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     headers.insert(X_REQUEST_ID.clone(), v.clone());
     v
 }
@@ -275,16 +341,16 @@ mod tests {
 
     #[test]
     fn forwarded_headers() {
-        let ip: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let ip = client_ip_value("10.1.2.3".parse().unwrap());
         let mut h = map(&[]);
-        add_forwarded(&mut h, ip, "http");
+        add_forwarded(&mut h, &ip, "http");
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
         let mut h = map(&[
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        add_forwarded(&mut h, ip, "http");
+        add_forwarded(&mut h, &ip, "http");
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
     }

@@ -8,6 +8,7 @@
 
 pub mod balance;
 pub mod client;
+pub mod h1;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +18,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use metrics::Gauge;
 use tokio::time::Instant;
 use weft_telemetry::{Registry, names};
@@ -279,7 +279,7 @@ impl Cluster {
         &self,
         req: Request<Body>,
         hash: Option<u64>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Body>, ProxyError> {
         let endpoint = self.pick(hash).ok_or(ProxyError::NoHealthyUpstream)?;
         let in_flight = endpoint.load.start();
         let started = Instant::now();

@@ -97,6 +97,12 @@ impl Domain {
 /// Picks the virtual host for `host`: the most specific domain wins; the full `Host`
 /// (with port) is tried first, then the host without its port.
 pub fn select_vhost<'a>(vhosts: &'a [VirtualHost], host: &str) -> Option<&'a VirtualHost> {
+    // The common gateway shape: one virtual host for every host.
+    if let [only] = vhosts
+        && only.domains.contains(&Domain::Any)
+    {
+        return Some(only);
+    }
     let best = |h: &str| {
         vhosts
             .iter()

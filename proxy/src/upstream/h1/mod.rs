@@ -1,0 +1,705 @@
+//! A lean HTTP/1.1 client connection, driven by the task of the request that uses it.
+//!
+//! Why not hyper's client here: hyper drives each client connection in a task of its
+//! own and hands requests and responses across channels, which on a proxy's hot path
+//! (every request a write, a read and a handful of headers) costs more CPU than the
+//! proxying itself. This module writes the request head and reads the response head
+//! (with `httparse`) in the caller's task, and decodes the response body (length,
+//! chunked or until close) as the downstream side reads it. It is deliberately small:
+//! upgrades (`101`) and HTTP/2 still go through hyper (`super::client`).
+//!
+//! Framing follows RFC 9112: the request gets `content-length` when its size is known
+//! and `transfer-encoding: chunked` otherwise; a response's length comes from the
+//! request method and status, then `transfer-encoding`, then `content-length`, else
+//! the connection's end. A connection is reusable only when both messages were framed,
+//! complete, and the upstream did not ask to close it.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::JoinHandle;
+
+use crate::http::{Body, BoxError, ProxyError};
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 128;
+/// Read buffer growth per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Largest chunk-size line (with extensions) accepted.
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// An idle, reusable connection.
+#[derive(Debug)]
+pub struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    /// A fresh connection.
+    pub fn new(io: TcpStream) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection can still be used: not closed by the upstream and
+    /// without unexpected bytes waiting (an upstream must not speak unasked).
+    pub fn is_usable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.io.try_read(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+}
+
+/// Where a connection goes when its exchange ended cleanly.
+pub trait Release: Send + Sync + 'static {
+    /// Takes back a reusable connection.
+    fn release(&self, conn: Conn);
+}
+
+/// What went wrong, and whether the request may be sent again on another connection
+/// (nothing of it was taken by the upstream, and no response byte came back).
+#[derive(Debug)]
+pub struct SendError {
+    /// The cause as a proxy error (reset or protocol error).
+    pub error: ProxyError,
+    /// The request, when it can be retried as is.
+    pub retry: Option<Request<Body>>,
+}
+
+/// Sends `req` (origin-form URI, `Host` set, hop-by-hop headers already removed) on
+/// `conn` and reads the response head. The response body reads from the connection;
+/// when it ends cleanly the connection goes to `release`.
+pub async fn send(
+    mut conn: Conn,
+    req: Request<Body>,
+    release: std::sync::Arc<dyn Release>,
+) -> Result<Response<Body>, SendError> {
+    let (parts, mut body) = req.into_parts();
+    let head_method = parts.method == Method::HEAD;
+    let mut out = Vec::with_capacity(512);
+    let framing = encode_head(&parts, &body, &mut out);
+    // Take what the body already has without waiting: most request bodies are small
+    // and arrive with their head, so head and body leave in one write.
+    let mut body_done = body.is_end_stream();
+    let mut body_taken = false;
+    while !body_done {
+        match body.frame().now_or_never() {
+            Some(Some(Ok(frame))) => {
+                body_taken = true;
+                encode_frame(frame, framing, &mut out);
+                body_done = body.is_end_stream();
+            }
+            Some(None) => body_done = true,
+            Some(Some(Err(e))) => {
+                return Err(SendError {
+                    error: ProxyError::DownstreamReset(e),
+                    retry: None,
+                });
+            }
+            None => break,
+        }
+    }
+    if body_done && framing == ReqFraming::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    let reset = |e: std::io::Error| ProxyError::UpstreamReset(e.into());
+    // A request may go again on another connection only if it is idempotent, carried
+    // no body bytes, and the upstream answered nothing at all: the signature of a
+    // reused keep-alive connection that the upstream closed as we sent.
+    let retriable = !body_taken && body_done && is_idempotent(&parts.method);
+
+    let mut read: Reader;
+    let mut writer: Option<JoinHandle<Option<OwnedWriteHalf>>> = None;
+    let mut unsent = None;
+    if body_done {
+        if let Err(e) = conn.io.write_all(&out).await {
+            let retry = retriable.then(|| Request::from_parts(parts, body));
+            return Err(SendError {
+                error: reset(e),
+                retry,
+            });
+        }
+        read = Reader::Whole(conn.io);
+        unsent = Some((parts, body));
+    } else {
+        // The body streams on: write it from a task of its own so that the response can
+        // be read at the same time (an upstream may answer before reading it all).
+        let (r, mut w) = conn.io.into_split();
+        writer = Some(tokio::spawn(async move {
+            w.write_all(&out).await.ok()?;
+            stream_body(&mut w, body, framing).await.ok()?;
+            Some(w)
+        }));
+        read = Reader::Split(r);
+    }
+    let mut buf = conn.buf;
+    let head = loop {
+        match parse_head(&mut buf) {
+            Ok(Some(head)) if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS => {
+                // 100 Continue, 103 Early Hints: not the response yet.
+                continue;
+            }
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(why) => {
+                return Err(SendError {
+                    error: ProxyError::UpstreamProtocol(why),
+                    retry: None,
+                });
+            }
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(SendError {
+                error: ProxyError::UpstreamProtocol("response head too large"),
+                retry: None,
+            });
+        }
+        match std::future::poll_fn(|cx| read.poll_fill(cx, &mut buf)).await {
+            Ok(0) => {
+                let retry = match unsent.take() {
+                    Some((parts, body)) if retriable && buf.is_empty() => Some(Request::from_parts(parts, body)),
+                    _ => None,
+                };
+                return Err(SendError {
+                    error: ProxyError::UpstreamReset("upstream closed the connection without a response".into()),
+                    retry,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(SendError {
+                    error: reset(e),
+                    retry: None,
+                });
+            }
+        }
+    };
+    let framing = match response_framing(head_method, &head) {
+        Ok(f) => f,
+        Err(why) => {
+            return Err(SendError {
+                error: ProxyError::UpstreamProtocol(why),
+                retry: None,
+            });
+        }
+    };
+    let keep_alive = head.keep_alive && framing != RespFraming::UntilClose;
+    let mut resp = Response::new(());
+    *resp.status_mut() = head.status;
+    *resp.version_mut() = head.version;
+    *resp.headers_mut() = head.headers;
+    let body = ResponseBody {
+        read: Some(read),
+        writer,
+        buf,
+        framing,
+        keep_alive,
+        release: Some(release),
+    };
+    let mut resp = resp.map(|()| Body::Upstream(body));
+    if let Body::Upstream(b) = resp.body_mut() {
+        b.finish_if_empty();
+    }
+    Ok(resp)
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReqFraming {
+    None,
+    Length,
+    Chunked,
+}
+
+/// Writes the request line and headers into `out`, with framing for `body`.
+fn encode_head(parts: &http::request::Parts, body: &Body, out: &mut Vec<u8>) -> ReqFraming {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        // Framing is ours to decide; hop-by-hop headers are already gone.
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let framing = match body.size_hint().exact() {
+        Some(0) => {
+            // A request without a body needs no framing, but servers (nginx among them)
+            // want a length on methods that usually carry one.
+            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            ReqFraming::None
+        }
+        Some(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            ReqFraming::Length
+        }
+        None => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            ReqFraming::Chunked
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+/// Appends one body frame in the request's framing (trailers only when chunked).
+fn encode_frame(frame: Frame<Bytes>, framing: ReqFraming, out: &mut Vec<u8>) {
+    match frame.into_data() {
+        Ok(data) if data.is_empty() => {}
+        Ok(data) => {
+            if framing == ReqFraming::Chunked {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&data);
+            }
+        }
+        // Trailers cannot travel in a length-framed HTTP/1.1 body; chunked ones are
+        // written with the last chunk by `stream_body`.
+        Err(_) => {}
+    }
+}
+
+/// Streams the rest of a request body.
+async fn stream_body(w: &mut OwnedWriteHalf, mut body: Body, framing: ReqFraming) -> Result<(), BoxError> {
+    let mut trailers: Option<HeaderMap> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let frame = match frame.into_trailers() {
+            Ok(t) => {
+                trailers = Some(t);
+                continue;
+            }
+            Err(f) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            if data.is_empty() {
+                continue;
+            }
+            if framing == ReqFraming::Chunked {
+                w.write_all(format!("{:x}\r\n", data.len()).as_bytes()).await?;
+                w.write_all(&data).await?;
+                w.write_all(b"\r\n").await?;
+            } else {
+                w.write_all(&data).await?;
+            }
+        }
+    }
+    if framing == ReqFraming::Chunked {
+        let mut end = b"0\r\n".to_vec();
+        for (name, value) in trailers.iter().flatten() {
+            end.extend_from_slice(name.as_str().as_bytes());
+            end.extend_from_slice(b": ");
+            end.extend_from_slice(value.as_bytes());
+            end.extend_from_slice(b"\r\n");
+        }
+        end.extend_from_slice(b"\r\n");
+        w.write_all(&end).await?;
+    }
+    w.flush().await?;
+    Ok(())
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    keep_alive: bool,
+}
+
+/// Parses a response head from the front of `buf`, consuming it; `None` if incomplete.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
+    // Offsets are recorded first so that the head can be cut from the buffer and its
+    // values shared without copying. Nothing here is zero-filled per response: the
+    // header slots start uninitialised and the offsets go to a right-sized Vec.
+    let (len, code, minor, spans) = {
+        let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut slots) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err("too many response headers"),
+            Err(_) => return Err("malformed response head"),
+        };
+        let base = buf.as_ptr() as usize;
+        let spans: Vec<(usize, usize, usize, usize)> = resp
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.as_ptr() as usize - base,
+                    h.name.len(),
+                    h.value.as_ptr() as usize - base,
+                    h.value.len(),
+                )
+            })
+            .collect();
+        (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1), spans)
+    };
+    let head = buf.split_to(len).freeze();
+    let status = StatusCode::from_u16(code).map_err(|_| "invalid status code")?;
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut close = minor == 0;
+    for &(ns, nl, vs, vl) in &spans {
+        let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).map_err(|_| "invalid header value")?;
+        if name == header::CONNECTION {
+            for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version: if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 },
+        headers,
+        keep_alive: !close,
+    }))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RespFraming {
+    Empty,
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// The response body's framing (RFC 9112 section 6.3).
+fn response_framing(head_request: bool, head: &Head) -> Result<RespFraming, &'static str> {
+    let s = head.status;
+    if head_request || s.is_informational() || s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED {
+        return Ok(RespFraming::Empty);
+    }
+    if let Some(te) = last_token(&head.headers, &header::TRANSFER_ENCODING) {
+        return Ok(if te.eq_ignore_ascii_case(b"chunked") {
+            RespFraming::Chunked(Chunk::Size)
+        } else {
+            RespFraming::UntilClose
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in head.headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u64>().ok())
+                .ok_or("invalid content-length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting content-length values");
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => RespFraming::Empty,
+        Some(n) => RespFraming::Length(n),
+        None => RespFraming::UntilClose,
+    })
+}
+
+fn last_token<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h [u8]> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .rfind(|t| !t.is_empty())
+}
+
+/// The read side of a connection in use.
+#[derive(Debug)]
+enum Reader {
+    Whole(TcpStream),
+    Split(OwnedReadHalf),
+}
+
+impl Reader {
+    fn poll_fill(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+        buf.reserve(READ_CHUNK);
+        match self {
+            Self::Whole(s) => tokio_util::io::poll_read_buf(Pin::new(s), cx, buf),
+            Self::Split(r) => tokio_util::io::poll_read_buf(Pin::new(r), cx, buf),
+        }
+    }
+}
+
+/// A response body read straight from the upstream connection.
+pub struct ResponseBody {
+    read: Option<Reader>,
+    writer: Option<JoinHandle<Option<OwnedWriteHalf>>>,
+    buf: BytesMut,
+    framing: RespFraming,
+    keep_alive: bool,
+    release: Option<std::sync::Arc<dyn Release>>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").field("framing", &self.framing).finish_non_exhaustive()
+    }
+}
+
+impl ResponseBody {
+    fn finish_if_empty(&mut self) {
+        if self.framing == RespFraming::Empty {
+            self.done();
+        }
+    }
+
+    /// The body ended cleanly: hand the connection back if it can carry another
+    /// exchange.
+    fn done(&mut self) {
+        self.framing = RespFraming::Empty;
+        let (Some(read), Some(release)) = (self.read.take(), self.release.take()) else { return };
+        if !self.keep_alive || !self.buf.is_empty() {
+            return;
+        }
+        match (read, self.writer.take()) {
+            (Reader::Whole(io), None) => release.release(Conn {
+                io,
+                buf: std::mem::take(&mut self.buf),
+            }),
+            (Reader::Split(r), Some(writer)) => {
+                // The request body is still being written (or just finished): reuse the
+                // connection only once the writer is done with it.
+                if writer.is_finished() {
+                    if let Some(Ok(Some(w))) = writer.now_or_never()
+                        && let Ok(io) = r.reunite(w)
+                    {
+                        release.release(Conn::new(io));
+                    }
+                } else {
+                    writer.abort();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match self.framing {
+                RespFraming::Empty => {
+                    self.done();
+                    return Poll::Ready(None);
+                }
+                RespFraming::Length(0) => {
+                    self.done();
+                    return Poll::Ready(None);
+                }
+                RespFraming::Length(rem) => {
+                    if !self.buf.is_empty() {
+                        let n = (self.buf.len() as u64).min(rem) as usize;
+                        self.framing = RespFraming::Length(rem - n as u64);
+                        let data = self.buf.split_to(n).freeze();
+                        if rem == n as u64 {
+                            self.done();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    if ready!(self.fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err("upstream closed the connection before the body's end".into())));
+                    }
+                }
+                RespFraming::UntilClose => {
+                    if !self.buf.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(self.buf.split().freeze()))));
+                    }
+                    if ready!(self.fill(cx))? == 0 {
+                        // The end of the connection is the end of the body; not reusable.
+                        self.keep_alive = false;
+                        self.done();
+                        return Poll::Ready(None);
+                    }
+                }
+                RespFraming::Chunked(state) => {
+                    match decode_chunk(state, &mut self.buf) {
+                        Ok(Step::Data(data, next)) => {
+                            self.framing = RespFraming::Chunked(next);
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Ok(Step::Next(next)) => {
+                            self.framing = RespFraming::Chunked(next);
+                            continue;
+                        }
+                        Ok(Step::End(trailers)) => {
+                            self.done();
+                            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                        }
+                        Ok(Step::NeedMore) => {}
+                        Err(why) => return Poll::Ready(Some(Err(why.into()))),
+                    }
+                    if ready!(self.fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err("upstream closed the connection inside a chunked body".into())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        match self.read.as_mut() {
+            Some(r) => r.poll_fill(cx, &mut self.buf),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the connection is mid-response and closes with it.
+        if let Some(w) = self.writer.take() {
+            w.abort();
+        }
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = self.poll_data(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            // A broken body leaves the connection unusable.
+            self.keep_alive = false;
+            self.read = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == RespFraming::Empty || self.framing == RespFraming::Length(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            RespFraming::Empty => SizeHint::with_exact(0),
+            RespFraming::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+enum Step {
+    Data(Bytes, Chunk),
+    Next(Chunk),
+    End(Option<HeaderMap>),
+    NeedMore,
+}
+
+/// One step of chunked decoding over the bytes in `buf`.
+fn decode_chunk(state: Chunk, buf: &mut BytesMut) -> Result<Step, &'static str> {
+    match state {
+        Chunk::Size => {
+            let Some(end) = find_crlf(buf) else {
+                return if buf.len() > MAX_CHUNK_LINE { Err("chunk size line too long") } else { Ok(Step::NeedMore) };
+            };
+            let line = &buf[..end];
+            let size_part = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+            let size = std::str::from_utf8(size_part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.len() <= 16)
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .ok_or("invalid chunk size")?;
+            buf.advance(end + 2);
+            Ok(Step::Next(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) }))
+        }
+        Chunk::Data(rem) => {
+            if buf.is_empty() {
+                return Ok(Step::NeedMore);
+            }
+            let n = (buf.len() as u64).min(rem) as usize;
+            let data = buf.split_to(n).freeze();
+            let next = if rem == n as u64 { Chunk::DataEnd } else { Chunk::Data(rem - n as u64) };
+            Ok(Step::Data(data, next))
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(Step::NeedMore);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err("chunk data not followed by CRLF");
+            }
+            buf.advance(2);
+            Ok(Step::Next(Chunk::Size))
+        }
+        Chunk::Trailers => {
+            // Trailer lines up to an empty line.
+            let mut pos = 0;
+            let mut trailers = HeaderMap::new();
+            loop {
+                let Some(end) = find_crlf(&buf[pos..]) else {
+                    return if buf.len() > MAX_HEAD { Err("trailers too large") } else { Ok(Step::NeedMore) };
+                };
+                if end == 0 {
+                    let trailers_present = !trailers.is_empty();
+                    buf.advance(pos + 2);
+                    return Ok(Step::End(trailers_present.then_some(trailers)));
+                }
+                let line = &buf[pos..pos + end];
+                if let Some(colon) = line.iter().position(|b| *b == b':')
+                    && let Ok(name) = HeaderName::from_bytes(line[..colon].trim_ascii())
+                    && let Ok(value) = HeaderValue::from_bytes(line[colon + 1..].trim_ascii())
+                {
+                    trailers.append(name, value);
+                }
+                pos += end + 2;
+            }
+        }
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+#[cfg(test)]
+mod tests;

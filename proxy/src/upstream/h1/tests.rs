@@ -1,0 +1,1 @@
+//! Tests of the HTTP/1.1 client codec against raw sockets.

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod drain;
 pub mod explain;
 pub mod http;
 pub mod listeners;

@@ -225,7 +225,7 @@ async fn accept_loop(
 ) {
     // Connections are tracked so that a stopped listener can wait for them to drain.
     let connections = TaskTracker::new();
-    let drain = CancellationToken::new();
+    let drain = crate::drain::Drain::new();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -254,9 +254,9 @@ async fn accept_loop(
                     scheme: "http",
                     store: store.clone(),
                 });
-                let drain = drain.clone();
+                let watch = drain.watch();
                 connections.spawn(async move {
-                    server::serve(stream, ctx, settings, drain).await;
+                    server::serve(stream, ctx, settings, watch).await;
                     drop(open);
                 });
             }
@@ -272,7 +272,7 @@ async fn accept_loop(
     }
     drop(socket);
     // In-flight requests finish; idle keep-alive connections close; HTTP/2 gets GOAWAY.
-    drain.cancel();
+    drain.start();
     connections.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await

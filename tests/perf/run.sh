@@ -5,7 +5,8 @@
 #
 # Usage: tests/perf/run.sh [--quick]
 # Env:   DURATION (10s)  CONNS (64)  H2_CONNS (16)  H2_STREAMS (10)  WARMUP (2s)
-#        PIN (1)  WEFT_BIN (prebuilt binary; skips cargo)  PORT_BASE (18080)
+#        ROUNDS (3: every proxy measured this many times, in rotating order; medians reported)
+#        PIN (0)  WEFT_BIN (prebuilt binary; skips cargo)  PORT_BASE (18080)
 #        OUT (results dir; default tests/perf/results/<timestamp>)  NO_INSTALL (0)
 #        WAIT_IDLE (0: seconds to wait, before each scenario, for running cargo/rustc to end)
 #        NOISE_MAX (10: % CPU of other processes above which a scenario is redone)
@@ -40,7 +41,8 @@ fi
 CONNS="${CONNS:-64}"
 H2_CONNS="${H2_CONNS:-16}"
 H2_STREAMS="${H2_STREAMS:-10}"
-PIN="${PIN:-1}"
+PIN="${PIN:-0}"
+ROUNDS="${ROUNDS:-3}"
 PORT_BASE="${PORT_BASE:-18080}"
 NO_INSTALL="${NO_INSTALL:-0}"
 WAIT_IDLE="${WAIT_IDLE:-0}"
@@ -358,7 +360,7 @@ ROWS=()
 # measure SCENARIO PROXY URL MODE
 measure() {
     local scenario="$1" proxy="$2" url="$3" mode="$4"
-    local raw="$OUT/raw/$scenario-$proxy.txt"
+    local raw="$OUT/raw/$scenario-$proxy-r$ROUND.txt"
     local idle="-" peak="-" pid="$PROXY_PID"
     local t0 t1 c0 c1 u0 u1 g0 g1 s0 s1 a0 a1 b0 b1
     [[ $proxy == direct ]] && pid="$UP_WORKER"
@@ -426,7 +428,7 @@ wait_quiet() {
 # times) when other processes took more than NOISE_MAX % CPU during the load.
 scenario() {
     local sc="$1" px="$2" url="$3" mode="$4" attempt=0
-    local raw="$OUT/raw/$sc-$px.txt"
+    local raw="$OUT/raw/$sc-$px-r$ROUND.txt"
     while :; do
         wait_quiet
         [[ $px != direct ]] && start_proxy "$px"
@@ -493,17 +495,53 @@ PROXIES=(weft haproxy nginx)
 declare -A H1_PORT=([weft]=$WEFT_PORT [haproxy]=$HAPROXY_PORT [nginx]=$NGINX_PORT)
 declare -A H2_PORT=([weft]=$WEFT_PORT [haproxy]=$HAPROXY_H2_PORT [nginx]=$NGINX_H2_PORT)
 
-# HTTP/1.1 keep-alive (wrk). Each proxy is started fresh per scenario so idle/peak RSS are its own.
-scenario h1 direct "http://127.0.0.1:$UP_PORT/" h1
-for p in "${PROXIES[@]}"; do
-    scenario h1 "$p" "http://127.0.0.1:${H1_PORT[$p]}/" h1
+# Machines like this one drift by several percent within minutes, so each proxy is
+# measured ROUNDS times, the order rotating every round so that no proxy always runs
+# first or last; the table reports the median of each figure.
+rotate() { local n=$1; shift; local a=("$@"); echo "${a[@]:n}" "${a[@]:0:n}"; }
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    log "round $ROUND of $ROUNDS"
+    read -ra order <<< "$(rotate $(((ROUND - 1) % ${#PROXIES[@]})) "${PROXIES[@]}")"
+    # HTTP/1.1 keep-alive (wrk). Each proxy is started fresh per scenario so idle/peak
+    # RSS are its own.
+    scenario h1 direct "http://127.0.0.1:$UP_PORT/" h1
+    for p in "${order[@]}"; do
+        scenario h1 "$p" "http://127.0.0.1:${H1_PORT[$p]}/" h1
+    done
+    # h2c prior knowledge (h2load); the proxies still talk HTTP/1.1 to the upstream.
+    scenario h2 direct "http://127.0.0.1:$UP_H2_PORT/" h2
+    for p in "${order[@]}"; do
+        scenario h2 "$p" "http://127.0.0.1:${H2_PORT[$p]}/" h2
+    done
 done
 
-# h2c prior knowledge (h2load); the proxies still talk HTTP/1.1 to the upstream.
-scenario h2 direct "http://127.0.0.1:$UP_H2_PORT/" h2
-for p in "${PROXIES[@]}"; do
-    scenario h2 "$p" "http://127.0.0.1:${H2_PORT[$p]}/" h2
-done
+# One row per (scenario, proxy): the median of every numeric field over the rounds, plus
+# the min-max range of req/s.
+median_rows() {
+    local sc px
+    for sc in h1 h2; do
+        for px in direct "${PROXIES[@]}"; do
+            printf '%s\n' "${ROWS[@]}" | awk -F'|' -v sc="$sc" -v px="$px" '
+                $1 == sc && $2 == px { n++; for (i = 3; i <= 15; i++) v[i, n] = $i }
+                END {
+                    if (n == 0) exit
+                    line = sc "|" px
+                    for (i = 3; i <= 15; i++) {
+                        m = 0; delete a
+                        for (k = 1; k <= n; k++) if (v[i, k] != "-" && v[i, k] != "") a[++m] = v[i, k] + 0
+                        if (m == 0) { line = line "|-"; continue }
+                        for (x = 1; x <= m; x++) for (y = x + 1; y <= m; y++) if (a[y] < a[x]) { t = a[x]; a[x] = a[y]; a[y] = t }
+                        med = (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+                        line = line "|" ((med == int(med)) ? med : sprintf("%.0f", med))
+                        if (i == 3) { lo = a[1]; hi = a[m] }
+                    }
+                    print line "|" lo "-" hi
+                }'
+        done
+    done
+}
+mapfile -t ALL_ROWS < <(printf '%s\n' "${ROWS[@]}")
+mapfile -t ROWS < <(median_rows)
 
 # ---------------------------------------------------------------- table
 fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "") print "n/a"; else printf "%.2f ms", v / 1000 }'; }
@@ -525,18 +563,18 @@ done
 TABLE="$OUT/table.md"
 {
     echo "## Weft perf: $(date -u +%FT%TZ), PIN=$PIN, load $DURATION (warm-up $WARMUP)," \
-        "h1: wrk -t1 -c$CONNS, h2: h2load -t1 -c$H2_CONNS -m$H2_STREAMS"
+        "h1: wrk -t1 -c$CONNS, h2: h2load -t1 -c$H2_CONNS -m$H2_STREAMS; medians of $ROUNDS rounds"
     echo
-    echo "| scenario | proxy | req/s | p50 | p99 | idle RSS | peak RSS | req/s ratio to haproxy | p99 ratio to haproxy |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| scenario | proxy | req/s | req/s range | p50 | p99 | idle RSS | peak RSS | req/s ratio to haproxy | p99 ratio to haproxy |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     noisy=0
     for r in "${ROWS[@]}"; do
-        IFS='|' read -r sc px rps p50 p99 idle peak cpu gen b0 b1 other irq steal err <<< "$r"
+        IFS='|' read -r sc px rps p50 p99 idle peak cpu gen b0 b1 other irq steal err range <<< "$r"
         if ((other > NOISE_MAX)); then
             px="$px *"
             noisy=1
         fi
-        echo "| $sc | $px | $rps | $(fmt_ms "$p50") | $(fmt_ms "$p99") | $(fmt_mb "$idle") | $(fmt_mb "$peak")" \
+        echo "| $sc | $px | $rps | $range | $(fmt_ms "$p50") | $(fmt_ms "$p99") | $(fmt_mb "$idle") | $(fmt_mb "$peak")" \
             "| $(ratio "$rps" "${HA_RPS[$sc]:-}") | $(ratio "$p99" "${HA_P99[$sc]:-}") |"
     done
     if ((noisy)); then
@@ -555,7 +593,7 @@ TABLE="$OUT/table.md"
     echo "| scenario | proxy | proc CPU % | req/s per proxy core | per-core ratio to haproxy | load-gen CPU % | CPU0 busy % | CPU1 busy % | other CPU % | irq % | steal % | errors |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for r in "${ROWS[@]}"; do
-        IFS='|' read -r sc px rps p50 p99 idle peak cpu gen b0 b1 other irq steal err <<< "$r"
+        IFS='|' read -r sc px rps p50 p99 idle peak cpu gen b0 b1 other irq steal err _ <<< "$r"
         echo "| $sc | $px | $cpu | $(per_core "$rps" "$cpu") | $(ratio "$(per_core "$rps" "$cpu")" "${HA_CORE[$sc]:-}")" \
             "| $gen | $b0 | $b1 | $other | $irq | $steal | $err |"
     done
@@ -563,8 +601,9 @@ TABLE="$OUT/table.md"
     echo "h1 latencies: wrk --latency percentiles. h2 latencies: exact p50/p99 over h2load's"
     echo "per-request --log-file (request start to end of response). RSS: VmRSS before the"
     echo "load (idle) and VmHWM after warm-up + load (peak) of the process doing the work (nginx: its worker)."
-    echo "Raw outputs: $OUT/raw/"
+    echo "Raw outputs: $OUT/raw/ (every round; rows.txt has the unaggregated rows)."
 } > "$TABLE"
+printf '%s\n' "${ALL_ROWS[@]}" > "$OUT/raw/rows.txt"
 cat "$TABLE"
 
 # Weft idle RSS budget (< 15 MB with one worker).

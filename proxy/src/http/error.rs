@@ -116,7 +116,9 @@ impl fmt::Display for ProxyError {
 impl std::error::Error for ProxyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::ConnectFailure(e) | Self::UpstreamReset(e) | Self::DownstreamReset(e) => Some(e.as_ref()),
+            Self::ConnectFailure(e) | Self::UpstreamReset(e) | Self::DownstreamReset(e) => {
+                Some(e.as_ref())
+            }
             _ => None,
         }
     }

@@ -116,7 +116,7 @@ pub async fn handle(
             (resp, 0, "-")
         }
         Action::Forward(f) => {
-            let (index, result) = forward(&ctx, &state, vhost, route, f, req).await;
+            let (index, result) = forward(&ctx, &state, vhost, route, f, req, started).await;
             match result {
                 Ok(resp) => (resp, index, "-"),
                 Err(e) => {
@@ -146,19 +146,25 @@ async fn forward(
     route: &Route,
     f: &Forward,
     mut req: Request<Incoming>,
+    started: Instant,
 ) -> (usize, Result<Response<Body>, ProxyError>) {
     let index = if f.backends.targets.len() == 1 {
         0
     } else {
         let picked = f.backends.pick();
-        f.backends.targets.iter().position(|t| std::ptr::eq(t, picked)).unwrap_or(0)
+        f.backends
+            .targets
+            .iter()
+            .position(|t| std::ptr::eq(t, picked))
+            .unwrap_or(0)
     };
     let backend = &f.backends.targets[index];
     let Some(cluster) = state.clusters.get(backend.cluster) else {
         return (index, Err(ProxyError::NoHealthyUpstream));
     };
     if req.method() == Method::CONNECT {
-        return (index, upgrade::connect(cluster, f, req).await);
+        // Boxed: a rare path that would otherwise enlarge every request's future.
+        return (index, Box::pin(upgrade::connect(cluster, f, req)).await);
     }
     // An h2c upgrade offer (what `curl --http2` sends) is declined by ignoring it, as
     // the RFC allows: the request goes on as HTTP/1.1 and the offer's headers, being
@@ -217,7 +223,8 @@ async fn forward(
                 route.matcher.case_sensitive,
                 to,
             );
-            Uri::try_from(rewritten).map_err(|_| ProxyError::BadRequest("invalid path after rewrite"))
+            Uri::try_from(rewritten)
+                .map_err(|_| ProxyError::BadRequest("invalid path after rewrite"))
         }
         None => origin_form(&parts.uri),
     };
@@ -226,7 +233,7 @@ async fn forward(
         Err(e) => return (index, Err(e)),
     };
     let upstream_req = Request::from_parts(parts, Body::Incoming(body));
-    let sent = cluster.send(upstream_req, hash);
+    let sent = cluster.send(upstream_req, hash, started);
     let result = match f.timeout {
         Some(t) => match tokio::time::timeout(t, sent).await {
             Ok(r) => r,
@@ -244,12 +251,20 @@ async fn forward(
                 let up = hyper::upgrade::on(&mut resp);
                 tokio::spawn(upgrade::splice(down, up));
             }
-            None => return (index, Err(ProxyError::UpstreamReset("unexpected 101 Switching Protocols".into()))),
+            None => {
+                return (
+                    index,
+                    Err(ProxyError::UpstreamReset(
+                        "unexpected 101 Switching Protocols".into(),
+                    )),
+                );
+            }
         }
     } else {
         headers::strip_hop_by_hop(resp.headers_mut(), None);
     }
-    resp.headers_mut().insert(headers::X_REQUEST_ID.clone(), request_id);
+    resp.headers_mut()
+        .insert(headers::X_REQUEST_ID.clone(), request_id);
     (index, Ok(resp))
 }
 
@@ -281,7 +296,9 @@ fn checked_authority<B>(req: &Request<B>) -> Result<&str, ProxyError> {
     }
     match first {
         Some(h) => Ok(h.to_str().unwrap_or_default()),
-        None if req.version() == Version::HTTP_11 => Err(ProxyError::BadRequest("missing Host header")),
+        None if req.version() == Version::HTTP_11 => {
+            Err(ProxyError::BadRequest("missing Host header"))
+        }
         None => Ok(""),
     }
 }

@@ -64,7 +64,11 @@ impl HopByHop {
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
-        if asks { headers.get(header::UPGRADE) } else { None }
+        if asks {
+            headers.get(header::UPGRADE)
+        } else {
+            None
+        }
     }
 }
 
@@ -143,7 +147,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, scheme: &
             }
         }
         xff.extend_from_slice(client_ip.as_bytes());
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).unwrap_or_else(|_| client_ip.clone())
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(xff))
+            .unwrap_or_else(|_| client_ip.clone())
     } else {
         client_ip.clone()
     };

@@ -8,6 +8,7 @@
 //! listener drains, in-flight requests finish, idle HTTP/1.1 connections close and
 //! HTTP/2 clients get a GOAWAY.
 
+use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,8 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
+
+use crate::drain::Watch;
 
 use super::handler::{self, ConnCtx};
 
@@ -41,12 +43,13 @@ enum Protocol {
 }
 
 /// Serves `stream` until the client closes it, or `drain` fires and it has wound down.
-pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, drain: CancellationToken) {
-    let protocol = match tokio::time::timeout(settings.request_headers_timeout, detect(&stream)).await {
-        Ok(Ok(Some(p))) => p,
-        // Closed, failed, or silent past the header timeout: nothing to serve.
-        _ => return,
-    };
+pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, mut drain: Watch) {
+    let protocol =
+        match tokio::time::timeout(settings.request_headers_timeout, detect(&stream)).await {
+            Ok(Ok(Some(p))) => p,
+            // Closed, failed, or silent past the header timeout: nothing to serve.
+            _ => return,
+        };
     let service = hyper::service::service_fn(move |req| handler::handle(ctx.clone(), req));
     let io = TokioIo::new(stream);
     let result = match protocol {
@@ -58,28 +61,34 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, dra
                 .serve_connection(io, service)
                 .with_upgrades();
             let mut conn = pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = drain.cancelled() => {
+            let mut shutting_down = false;
+            std::future::poll_fn(|cx| {
+                if !shutting_down && drain.poll_draining(cx).is_ready() {
+                    shutting_down = true;
                     conn.as_mut().graceful_shutdown();
-                    conn.await
                 }
-            }
+                conn.as_mut().poll(cx)
+            })
+            .await
         }
         Protocol::Http2 => {
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .enable_connect_protocol()
-                .max_header_list_size(u32::try_from(settings.max_request_headers).unwrap_or(u32::MAX))
+                .max_header_list_size(
+                    u32::try_from(settings.max_request_headers).unwrap_or(u32::MAX),
+                )
                 .serve_connection(io, service);
             let mut conn = pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = drain.cancelled() => {
+            let mut shutting_down = false;
+            std::future::poll_fn(|cx| {
+                if !shutting_down && drain.poll_draining(cx).is_ready() {
+                    shutting_down = true;
                     conn.as_mut().graceful_shutdown();
-                    conn.await
                 }
-            }
+                conn.as_mut().poll(cx)
+            })
+            .await
         }
     };
     if let Err(e) = result {

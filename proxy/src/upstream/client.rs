@@ -67,7 +67,12 @@ struct Idle {
 
 impl HttpClient {
     /// A client for `addr` speaking `protocol`.
-    pub fn new(addr: SocketAddr, protocol: UpstreamProtocol, connect_timeout: Duration, counters: ConnectCounters) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        counters: ConnectCounters,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 addr,
@@ -90,13 +95,14 @@ impl HttpClient {
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         match self.shared.protocol {
             UpstreamProtocol::Http1 => self.send_h1(req).await,
-            UpstreamProtocol::Http2 => self.send_h2(req).await,
+            // Boxed: keeps the HTTP/1.1 future (the common one) small to move around.
+            UpstreamProtocol::Http2 => Box::pin(self.send_h2(req)).await,
         }
     }
 
     async fn send_h1(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         if req.headers().contains_key(http::header::UPGRADE) {
-            return self.send_upgrade(req).await;
+            return Box::pin(self.send_upgrade(req)).await;
         }
         loop {
             let (conn, reused) = match self.shared.take_idle() {
@@ -106,7 +112,9 @@ impl HttpClient {
             let release: Arc<dyn h1::Release> = self.shared.clone();
             match h1::send(conn, req, release).await {
                 Ok(resp) => return Ok(resp),
-                Err(h1::SendError { retry: Some(again), .. }) if reused => req = again,
+                Err(h1::SendError {
+                    retry: Some(again), ..
+                }) if reused => req = again,
                 Err(e) => return Err(e.error),
             }
         }
@@ -136,7 +144,10 @@ impl HttpClient {
     async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         // HTTP/2 carries the authority as `:authority`, taken from an absolute URI.
         let host = req.headers_mut().remove(http::header::HOST);
-        let authority = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        let authority = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTP);
         parts.authority = Some(
@@ -147,7 +158,8 @@ impl HttpClient {
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
         *req.version_mut() = Version::HTTP_2;
         let mut sender = self.shared.h2_sender().await?;
         sender
@@ -177,13 +189,17 @@ impl Shared {
 
     async fn dial(&self) -> Result<TcpStream, ProxyError> {
         let addr = self.addr;
-        let result = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("connect to {addr} timed out after {:?}", self.connect_timeout),
-            )),
-        };
+        let result =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "connect to {addr} timed out after {:?}",
+                        self.connect_timeout
+                    ),
+                )),
+            };
         match result {
             Ok(stream) => {
                 self.counters.opened.increment(1);

@@ -274,15 +274,17 @@ impl Cluster {
         eps.get(i).map(|(e, _)| e.clone())
     }
 
-    /// Sends `req` to an endpoint of this cluster, tracking its load.
+    /// Sends `req` to an endpoint of this cluster, tracking its load. `started` is when
+    /// the request arrived (the round trip measured includes the proxy's own few
+    /// microseconds, which every endpoint pays alike).
     pub async fn send(
         &self,
         req: Request<Body>,
         hash: Option<u64>,
+        started: Instant,
     ) -> Result<Response<Body>, ProxyError> {
         let endpoint = self.pick(hash).ok_or(ProxyError::NoHealthyUpstream)?;
         let in_flight = endpoint.load.start();
-        let started = Instant::now();
         let result = endpoint.client.send(req).await;
         let now = Instant::now();
         let rtt = match &result {

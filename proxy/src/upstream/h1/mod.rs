@@ -151,7 +151,10 @@ pub async fn send(
     let mut buf = conn.buf;
     let head = loop {
         match parse_head(&mut buf) {
-            Ok(Some(head)) if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS => {
+            Ok(Some(head))
+                if head.status.is_informational()
+                    && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+            {
                 // 100 Continue, 103 Early Hints: not the response yet.
                 continue;
             }
@@ -173,11 +176,15 @@ pub async fn send(
         match std::future::poll_fn(|cx| read.poll_fill(cx, &mut buf)).await {
             Ok(0) => {
                 let retry = match unsent.take() {
-                    Some((parts, body)) if retriable && buf.is_empty() => Some(Request::from_parts(parts, body)),
+                    Some((parts, body)) if retriable && buf.is_empty() => {
+                        Some(Request::from_parts(parts, body))
+                    }
                     _ => None,
                 };
                 return Err(SendError {
-                    error: ProxyError::UpstreamReset("upstream closed the connection without a response".into()),
+                    error: ProxyError::UpstreamReset(
+                        "upstream closed the connection without a response".into(),
+                    ),
                     retry,
                 });
             }
@@ -220,7 +227,10 @@ pub async fn send(
 }
 
 fn is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,7 +245,11 @@ fn encode_head(parts: &http::request::Parts, body: &Body, out: &mut Vec<u8>) -> 
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
+    out.extend_from_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
+    });
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
         // Framing is ours to decide; hop-by-hop headers are already gone.
@@ -291,7 +305,11 @@ fn encode_frame(frame: Frame<Bytes>, framing: ReqFraming, out: &mut Vec<u8>) {
 }
 
 /// Streams the rest of a request body.
-async fn stream_body(w: &mut OwnedWriteHalf, mut body: Body, framing: ReqFraming) -> Result<(), BoxError> {
+async fn stream_body(
+    w: &mut OwnedWriteHalf,
+    mut body: Body,
+    framing: ReqFraming,
+) -> Result<(), BoxError> {
     let mut trailers: Option<HeaderMap> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame?;
@@ -307,7 +325,8 @@ async fn stream_body(w: &mut OwnedWriteHalf, mut body: Body, framing: ReqFraming
                 continue;
             }
             if framing == ReqFraming::Chunked {
-                w.write_all(format!("{:x}\r\n", data.len()).as_bytes()).await?;
+                w.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+                    .await?;
                 w.write_all(&data).await?;
                 w.write_all(b"\r\n").await?;
             } else {
@@ -345,9 +364,12 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     // values shared without copying. Nothing here is zero-filled per response: the
     // header slots start uninitialised and the offsets go to a right-sized Vec.
     let (len, code, minor, spans) = {
-        let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
-        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut slots) {
+        let len = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+        {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => return Err("too many response headers"),
@@ -366,17 +388,31 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
                 )
             })
             .collect();
-        (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1), spans)
+        (
+            len,
+            resp.code.unwrap_or(0),
+            resp.version.unwrap_or(1),
+            spans,
+        )
     };
-    let head = buf.split_to(len).freeze();
+    // The head is copied out (a few hundred bytes) so that the read buffer stays the
+    // connection's own and is reused as is for the next response, instead of being
+    // shared with header values that live until the response is written downstream.
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
     let status = StatusCode::from_u16(code).map_err(|_| "invalid status code")?;
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut close = minor == 0;
     for &(ns, nl, vs, vl) in &spans {
         let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| "invalid header name")?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).map_err(|_| "invalid header value")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
+            .map_err(|_| "invalid header value")?;
         if name == header::CONNECTION {
-            for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for token in value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+            {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
@@ -388,7 +424,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     }
     Ok(Some(Head {
         status,
-        version: if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 },
+        version: if minor == 0 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        },
         headers,
         keep_alive: !close,
     }))
@@ -413,7 +453,11 @@ enum Chunk {
 /// The response body's framing (RFC 9112 section 6.3).
 fn response_framing(head_request: bool, head: &Head) -> Result<RespFraming, &'static str> {
     let s = head.status;
-    if head_request || s.is_informational() || s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED {
+    if head_request
+        || s.is_informational()
+        || s == StatusCode::NO_CONTENT
+        || s == StatusCode::NOT_MODIFIED
+    {
         return Ok(RespFraming::Empty);
     }
     if let Some(te) = last_token(&head.headers, &header::TRANSFER_ENCODING) {
@@ -461,7 +505,11 @@ enum Reader {
 }
 
 impl Reader {
-    fn poll_fill(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<std::io::Result<usize>> {
         buf.reserve(READ_CHUNK);
         match self {
             Self::Whole(s) => tokio_util::io::poll_read_buf(Pin::new(s), cx, buf),
@@ -482,7 +530,9 @@ pub struct ResponseBody {
 
 impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseBody").field("framing", &self.framing).finish_non_exhaustive()
+        f.debug_struct("ResponseBody")
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
     }
 }
 
@@ -497,7 +547,9 @@ impl ResponseBody {
     /// exchange.
     fn done(&mut self) {
         self.framing = RespFraming::Empty;
-        let (Some(read), Some(release)) = (self.read.take(), self.release.take()) else { return };
+        let (Some(read), Some(release)) = (self.read.take(), self.release.take()) else {
+            return;
+        };
         if !self.keep_alive || !self.buf.is_empty() {
             return;
         }
@@ -545,7 +597,9 @@ impl ResponseBody {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                     if ready!(self.fill(cx))? == 0 {
-                        return Poll::Ready(Some(Err("upstream closed the connection before the body's end".into())));
+                        return Poll::Ready(Some(Err(
+                            "upstream closed the connection before the body's end".into(),
+                        )));
                     }
                 }
                 RespFraming::UntilClose => {
@@ -577,7 +631,9 @@ impl ResponseBody {
                         Err(why) => return Poll::Ready(Some(Err(why.into()))),
                     }
                     if ready!(self.fill(cx))? == 0 {
-                        return Poll::Ready(Some(Err("upstream closed the connection inside a chunked body".into())));
+                        return Poll::Ready(Some(Err(
+                            "upstream closed the connection inside a chunked body".into(),
+                        )));
                     }
                 }
             }
@@ -605,7 +661,10 @@ impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = self.poll_data(cx);
         if let Poll::Ready(Some(Err(_))) = &polled {
             // A broken body leaves the connection unusable.
@@ -640,17 +699,29 @@ fn decode_chunk(state: Chunk, buf: &mut BytesMut) -> Result<Step, &'static str> 
     match state {
         Chunk::Size => {
             let Some(end) = find_crlf(buf) else {
-                return if buf.len() > MAX_CHUNK_LINE { Err("chunk size line too long") } else { Ok(Step::NeedMore) };
+                return if buf.len() > MAX_CHUNK_LINE {
+                    Err("chunk size line too long")
+                } else {
+                    Ok(Step::NeedMore)
+                };
             };
             let line = &buf[..end];
-            let size_part = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+            let size_part = line
+                .split(|b| *b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
             let size = std::str::from_utf8(size_part)
                 .ok()
                 .filter(|s| !s.is_empty() && s.len() <= 16)
                 .and_then(|s| u64::from_str_radix(s, 16).ok())
                 .ok_or("invalid chunk size")?;
             buf.advance(end + 2);
-            Ok(Step::Next(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) }))
+            Ok(Step::Next(if size == 0 {
+                Chunk::Trailers
+            } else {
+                Chunk::Data(size)
+            }))
         }
         Chunk::Data(rem) => {
             if buf.is_empty() {
@@ -658,7 +729,11 @@ fn decode_chunk(state: Chunk, buf: &mut BytesMut) -> Result<Step, &'static str> 
             }
             let n = (buf.len() as u64).min(rem) as usize;
             let data = buf.split_to(n).freeze();
-            let next = if rem == n as u64 { Chunk::DataEnd } else { Chunk::Data(rem - n as u64) };
+            let next = if rem == n as u64 {
+                Chunk::DataEnd
+            } else {
+                Chunk::Data(rem - n as u64)
+            };
             Ok(Step::Data(data, next))
         }
         Chunk::DataEnd => {
@@ -677,7 +752,11 @@ fn decode_chunk(state: Chunk, buf: &mut BytesMut) -> Result<Step, &'static str> 
             let mut trailers = HeaderMap::new();
             loop {
                 let Some(end) = find_crlf(&buf[pos..]) else {
-                    return if buf.len() > MAX_HEAD { Err("trailers too large") } else { Ok(Step::NeedMore) };
+                    return if buf.len() > MAX_HEAD {
+                        Err("trailers too large")
+                    } else {
+                        Ok(Step::NeedMore)
+                    };
                 };
                 if end == 0 {
                     let trailers_present = !trailers.is_empty();

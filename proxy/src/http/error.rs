@@ -88,7 +88,18 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        stamp_date(h);
         resp
+    }
+}
+
+/// Adds `date` to a response the proxy makes itself (RFC 9110 section 6.6.1). Proxied
+/// responses keep the upstream's; hyper's automatic date is off because it would cost
+/// every proxied response a clock read.
+pub fn stamp_date(headers: &mut http::HeaderMap) {
+    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+    if let Ok(v) = HeaderValue::from_str(&now) {
+        headers.insert(http::header::DATE, v);
     }
 }
 
@@ -155,6 +166,7 @@ mod tests {
             let resp = err.into_response();
             assert_eq!(resp.status().as_u16(), status);
             assert_eq!(resp.headers()[ERROR_HEADER], code);
+            assert!(resp.headers().contains_key(http::header::DATE));
         }
     }
 }

@@ -128,6 +128,9 @@ pub async fn handle(
         }
     };
     let mut resp = resp;
+    if matches!(route.action, Action::Respond(_) | Action::Redirect(_)) {
+        super::error::stamp_date(resp.headers_mut());
+    }
     if flags == "-" {
         vhost.response_headers.apply(resp.headers_mut());
         route.response_headers.apply(resp.headers_mut());

@@ -55,6 +55,7 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, mut
     let result = match protocol {
         Protocol::Http1 => {
             let conn = http1::Builder::new()
+                .auto_date_header(false)
                 .timer(TokioTimer::new())
                 .header_read_timeout(settings.request_headers_timeout)
                 .max_buf_size(settings.max_request_headers.max(MIN_H1_BUFFER))

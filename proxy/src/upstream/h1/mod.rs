@@ -98,11 +98,15 @@ pub async fn send(
     // and arrive with their head, so head and body leave in one write.
     let mut body_done = body.is_end_stream();
     let mut body_taken = false;
+    let mut trailers = None;
     while !body_done {
         match body.frame().now_or_never() {
             Some(Some(Ok(frame))) => {
                 body_taken = true;
-                encode_frame(frame, framing, &mut out);
+                match frame.into_trailers() {
+                    Ok(t) => trailers = Some(t),
+                    Err(frame) => encode_frame(frame, framing, &mut out),
+                }
                 body_done = body.is_end_stream();
             }
             Some(None) => body_done = true,
@@ -116,7 +120,7 @@ pub async fn send(
         }
     }
     if body_done && framing == ReqFraming::Chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
+        last_chunk(trailers.as_ref(), &mut out);
     }
     let reset = |e: std::io::Error| ProxyError::UpstreamReset(e.into());
     // A request may go again on another connection only if it is idempotent, carried
@@ -285,23 +289,32 @@ fn encode_head(parts: &http::request::Parts, body: &Body, out: &mut Vec<u8>) -> 
     framing
 }
 
-/// Appends one body frame in the request's framing (trailers only when chunked).
+/// Appends one data frame in the request's framing.
 fn encode_frame(frame: Frame<Bytes>, framing: ReqFraming, out: &mut Vec<u8>) {
-    match frame.into_data() {
-        Ok(data) if data.is_empty() => {}
-        Ok(data) => {
-            if framing == ReqFraming::Chunked {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.extend_from_slice(&data);
-            }
-        }
-        // Trailers cannot travel in a length-framed HTTP/1.1 body; chunked ones are
-        // written with the last chunk by `stream_body`.
-        Err(_) => {}
+    let Ok(data) = frame.into_data() else { return };
+    if data.is_empty() {
+        return;
     }
+    if framing == ReqFraming::Chunked {
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(&data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(&data);
+    }
+}
+
+/// The end of a chunked body, with its trailers. (Trailers cannot travel in a
+/// length-framed HTTP/1.1 body; there they are dropped.)
+fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Streams the rest of a request body.
@@ -335,14 +348,8 @@ async fn stream_body(
         }
     }
     if framing == ReqFraming::Chunked {
-        let mut end = b"0\r\n".to_vec();
-        for (name, value) in trailers.iter().flatten() {
-            end.extend_from_slice(name.as_str().as_bytes());
-            end.extend_from_slice(b": ");
-            end.extend_from_slice(value.as_bytes());
-            end.extend_from_slice(b"\r\n");
-        }
-        end.extend_from_slice(b"\r\n");
+        let mut end = Vec::new();
+        last_chunk(trailers.as_ref(), &mut end);
         w.write_all(&end).await?;
     }
     w.flush().await?;

@@ -10,6 +10,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// How long connections get to finish once their listener drains; after it they are
+/// closed.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The signal, held by the listener.
 #[derive(Clone, Debug, Default)]
@@ -83,6 +88,15 @@ impl Watch {
             }
         }
         Poll::Pending
+    }
+}
+
+impl Watch {
+    /// Resolves [`DRAIN_TIMEOUT`] after the drain started: when a connection that
+    /// cannot wind down by itself (a tunnel) is cut off.
+    pub async fn deadline(&mut self) {
+        std::future::poll_fn(|cx| self.poll_draining(cx)).await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
     }
 }
 

@@ -6,7 +6,12 @@
 //! starts accepting on the new sockets and stops the listeners the snapshot dropped:
 //! those stop accepting at once and drain their open HTTP connections gracefully.
 //! A listener whose name, address and kind are unchanged keeps its socket and its
-//! connections; they see the new routes from their next request on.
+//! connections; they see the new routes from their next request on. A listener that is
+//! renamed, or changes kind, on an address already listened on takes the running
+//! socket over (the kernel would refuse a second one): the old accept loop stops, the
+//! new one starts on the same socket, and no connection attempt is refused meanwhile.
+//! Drained connections (HTTP, tunnels, TCP) that are still open after
+//! [`DRAIN_TIMEOUT`] are closed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,13 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weft_telemetry::{Registry, names};
 
+pub use crate::drain::DRAIN_TIMEOUT;
+use crate::drain::Drain;
 use crate::http::handler::ConnCtx;
 use crate::http::server::{self, Settings};
 use crate::snapshot::{ListenerKind, Snapshot};
 use crate::state::Store;
-
-/// How long a removed or shut-down listener's connections get to finish.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: u32 = 4096;
@@ -53,14 +57,15 @@ struct Running {
     configured: SocketAddr,
     bound: SocketAddr,
     kind: Kind,
+    socket: Arc<TcpListener>,
     stop: CancellationToken,
     done: tokio::task::JoinHandle<()>,
 }
 
-/// Sockets bound for a snapshot, not yet accepting.
+/// Sockets bound (or taken over) for a snapshot, not yet accepting.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    new: Vec<(Arc<str>, SocketAddr, Kind, TcpListener)>,
+    new: Vec<(Arc<str>, SocketAddr, Kind, Arc<TcpListener>)>,
     keep: Vec<Arc<str>>,
 }
 
@@ -98,14 +103,19 @@ impl Listeners {
                 prepared.keep.push(l.name.clone());
                 continue;
             }
-            // A changed listener whose address is still held by its old self: the
-            // old socket closes at commit, so bind with SO_REUSEADDR (and on Linux the
-            // kernel refuses while the old one listens, which we then report).
-            let socket = bind(l.address).map_err(|source| BindError {
-                listener: l.name.to_string(),
-                address: l.address,
-                source,
-            })?;
+            // An address some running listener already holds (this one under another
+            // kind, or another name): take its socket over instead of binding again.
+            let held = (l.address.port() != 0)
+                .then(|| running.values().find(|r| r.configured == l.address))
+                .flatten();
+            let socket = match held {
+                Some(r) => r.socket.clone(),
+                None => Arc::new(bind(l.address).map_err(|source| BindError {
+                    listener: l.name.to_string(),
+                    address: l.address,
+                    source,
+                })?),
+            };
             prepared.new.push((l.name.clone(), l.address, kind, socket));
         }
         Ok(prepared)
@@ -144,8 +154,9 @@ impl Listeners {
                     .counter(names::DOWNSTREAM_CONNECTIONS_TOTAL, &labels),
             };
             let done = tokio::spawn(accept_loop(
-                socket,
+                socket.clone(),
                 name.clone(),
+                configured,
                 kind,
                 self.store.clone(),
                 stop.clone(),
@@ -157,6 +168,7 @@ impl Listeners {
                     configured,
                     bound,
                     kind,
+                    socket,
                     stop,
                     done,
                 },
@@ -216,8 +228,9 @@ impl Drop for OpenConn {
 }
 
 async fn accept_loop(
-    socket: TcpListener,
+    socket: Arc<TcpListener>,
     name: Arc<str>,
+    configured: SocketAddr,
     kind: Kind,
     store: Arc<Store>,
     stop: CancellationToken,
@@ -225,9 +238,12 @@ async fn accept_loop(
 ) {
     // Connections are tracked so that a stopped listener can wait for them to drain.
     let connections = TaskTracker::new();
-    let drain = crate::drain::Drain::new();
+    let drain = Drain::new();
     loop {
         let accepted = tokio::select! {
+            // Biased: once stopped, this loop accepts nothing more, even with a
+            // connection waiting (the listener taking the socket over will).
+            biased;
             _ = stop.cancelled() => break,
             r = socket.accept() => r,
         };
@@ -249,10 +265,12 @@ async fn accept_loop(
                 let settings = http_settings(&store, &name);
                 let ctx = Arc::new(ConnCtx {
                     listener: name.clone(),
+                    address: configured,
                     peer,
                     peer_ip: crate::http::headers::client_ip_value(peer.ip()),
                     scheme: "http",
                     store: store.clone(),
+                    drain: drain.clone(),
                 });
                 let watch = drain.watch();
                 connections.spawn(async move {
@@ -261,10 +279,11 @@ async fn accept_loop(
                 });
             }
             Kind::Tcp => {
-                let (name, store) = (name.clone(), store.clone());
-                // TCP connections cannot be drained gracefully; they run to their end.
-                tokio::spawn(async move {
-                    crate::tcp::proxy(stream, name, store).await;
+                let (name, store, watch) = (name.clone(), store.clone(), drain.watch());
+                // TCP has no graceful end: a drained connection runs on until it ends or
+                // the drain timeout closes it.
+                connections.spawn(async move {
+                    crate::tcp::proxy(stream, name, configured, store, watch).await;
                     drop(open);
                 });
             }
@@ -274,7 +293,8 @@ async fn accept_loop(
     // In-flight requests finish; idle keep-alive connections close; HTTP/2 gets GOAWAY.
     drain.start();
     connections.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+    // Connections close themselves at the drain timeout; the margin covers their exit.
+    if tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), connections.wait())
         .await
         .is_err()
     {

@@ -1,6 +1,7 @@
 //! The TCP proxy: each accepted connection goes to one endpoint of the listener's
 //! cluster (weighted across clusters, balanced within one) and bytes are copied both
-//! ways until either side closes or the connection stays idle too long.
+//! ways until either side closes, the connection stays idle too long, or the listener's
+//! drain times out.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,13 +13,24 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::drain::Watch;
 use crate::snapshot::ListenerKind;
 use crate::state::Store;
 
 /// Proxies `client` for the listener called `listener`.
-pub async fn proxy(mut client: TcpStream, listener: Arc<str>, store: Arc<Store>) {
+pub async fn proxy(
+    mut client: TcpStream,
+    listener: Arc<str>,
+    address: std::net::SocketAddr,
+    store: Arc<Store>,
+    mut drain: Watch,
+) {
     let state = store.load();
-    let Some(l) = state.snapshot.listener(&listener) else {
+    let Some(l) = state
+        .snapshot
+        .listener_index(&listener, address)
+        .map(|i| &state.snapshot.listeners[i])
+    else {
         return;
     };
     let ListenerKind::Tcp(tcp) = &l.kind else {
@@ -51,8 +63,13 @@ pub async fn proxy(mut client: TcpStream, listener: Arc<str>, store: Arc<Store>)
     let _ = client.set_nodelay(true);
     let mut upstream = upstream;
     let _in_flight = endpoint.load.start();
-    if let Err(e) = copy_with_idle(&mut client, &mut upstream, idle).await {
-        tracing::debug!(%listener, error = %e, "TCP proxy connection ended with an error");
+    tokio::select! {
+        r = copy_with_idle(&mut client, &mut upstream, idle) => {
+            if let Err(e) = r {
+                tracing::debug!(%listener, error = %e, "TCP proxy connection ended with an error");
+            }
+        }
+        _ = drain.deadline() => tracing::debug!(%listener, "TCP connection closed at the end of the drain"),
     }
 }
 

@@ -31,6 +31,8 @@ use crate::upstream::balance;
 pub struct ConnCtx {
     /// The listener's name (looked up in the current snapshot per request).
     pub listener: Arc<str>,
+    /// The listener's configured address (the lookup's fallback after a rename).
+    pub address: SocketAddr,
     /// The client's address.
     pub peer: SocketAddr,
     /// The client's IP as a header value, made once per connection for
@@ -40,6 +42,8 @@ pub struct ConnCtx {
     pub scheme: &'static str,
     /// Where the current state is.
     pub store: Arc<Store>,
+    /// The listener's drain signal (tunnels outlive their request and watch it).
+    pub drain: crate::drain::Drain,
 }
 
 /// Handles one request; never fails (failures are responses).
@@ -52,10 +56,8 @@ pub async fn handle(
     let protocol = if is_grpc(&req) { "grpc" } else { "http" };
     let Some((li, listener)) = state
         .snapshot
-        .listeners
-        .iter()
-        .enumerate()
-        .find(|(_, l)| *l.name == *ctx.listener)
+        .listener_index(&ctx.listener, ctx.address)
+        .map(|i| (i, &state.snapshot.listeners[i]))
     else {
         // The listener was removed by a reload; this connection is draining.
         return Ok(ProxyError::NoRoute.into_response());
@@ -167,7 +169,10 @@ async fn forward(
     };
     if req.method() == Method::CONNECT {
         // Boxed: a rare path that would otherwise enlarge every request's future.
-        return (index, Box::pin(upgrade::connect(cluster, f, req)).await);
+        return (
+            index,
+            Box::pin(upgrade::connect(cluster, f, req, ctx.drain.watch())).await,
+        );
     }
     // An h2c upgrade offer (what `curl --http2` sends) is declined by ignoring it, as
     // the RFC allows: the request goes on as HTTP/1.1 and the offer's headers, being
@@ -252,7 +257,7 @@ async fn forward(
         match downstream_upgrade {
             Some(down) => {
                 let up = hyper::upgrade::on(&mut resp);
-                tokio::spawn(upgrade::splice(down, up));
+                tokio::spawn(upgrade::splice(down, up, ctx.drain.watch()));
             }
             None => {
                 return (
@@ -295,6 +300,10 @@ fn checked_authority<B>(req: &Request<B>) -> Result<&str, ProxyError> {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
     if let Some(a) = req.uri().authority() {
+        // `http://user@host/`: credentials in the target are not a host to route on.
+        if a.as_str().contains('@') {
+            return Err(ProxyError::BadRequest("userinfo in the request target"));
+        }
         return Ok(a.as_str());
     }
     match first {

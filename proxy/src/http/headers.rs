@@ -18,16 +18,16 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `x-request-id`
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-static HOP_BY_HOP: [HeaderName; 6] = [
+// `Trailer` is not here: it names end-to-end trailer fields (RFC 9110 section 6.6.2).
+static HOP_BY_HOP: [HeaderName; 5] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
 const CONNECTION_BIT: u8 = 1 << 0;
-const UPGRADE_BIT: u8 = 1 << 5;
+const UPGRADE_BIT: u8 = 1 << 4;
 const TE_BIT: u8 = 1 << 6;
 
 /// Which hop-by-hop headers a message carries, found in one pass over its header names
@@ -96,6 +96,8 @@ pub fn strip_scanned(headers: &mut HeaderMap, found: HopByHop, upgrade: Option<&
                     && !t.eq_ignore_ascii_case(b"keep-alive")
                     && !t.eq_ignore_ascii_case(b"close")
                     && !t.eq_ignore_ascii_case(b"upgrade")
+                    // A client cannot make the proxy drop the Host it routes on.
+                    && !t.eq_ignore_ascii_case(b"host")
             })
             .filter_map(|t| HeaderName::from_bytes(&t.to_ascii_lowercase()).ok())
             .collect();
@@ -317,7 +319,12 @@ mod tests {
                     ("proxy-connection", "k"),
                 ],
                 false,
-                &[],
+                &["trailer"],
+            ),
+            (
+                &[("connection", "host, x-a"), ("host", "h"), ("x-a", "1")],
+                false,
+                &["host"],
             ),
             (&[("te", "trailers"), ("x-a", "1")], false, &["te", "x-a"]),
             (&[("te", "gzip")], false, &[]),

@@ -9,15 +9,16 @@
 //! HTTP/2 clients get a GOAWAY.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::drain::Watch;
+use crate::drain::{DRAIN_TIMEOUT, Watch};
 
 use super::handler::{self, ConnCtx};
 
@@ -61,46 +62,66 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, mut
                 .max_buf_size(settings.max_request_headers.max(MIN_H1_BUFFER))
                 .serve_connection(io, service)
                 .with_upgrades();
-            let mut conn = pin!(conn);
-            let mut shutting_down = false;
-            std::future::poll_fn(|cx| {
-                if !shutting_down && drain.poll_draining(cx).is_ready() {
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                conn.as_mut().poll(cx)
-            })
-            .await
+            drive(conn, &mut drain, |c| c.graceful_shutdown()).await
         }
         Protocol::Http2 => {
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .enable_connect_protocol()
                 .max_header_list_size(
                     u32::try_from(settings.max_request_headers).unwrap_or(u32::MAX),
                 )
                 .serve_connection(io, service);
-            let mut conn = pin!(conn);
-            let mut shutting_down = false;
-            std::future::poll_fn(|cx| {
-                if !shutting_down && drain.poll_draining(cx).is_ready() {
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                conn.as_mut().poll(cx)
-            })
-            .await
+            drive(conn, &mut drain, |c| c.graceful_shutdown()).await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
+    match result {
+        Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+        None => tracing::debug!("connection closed at the end of the drain"),
+        Some(Ok(())) => {}
     }
 }
 
+/// Runs a connection to its end. When the drain starts it is asked (once) to shut down
+/// gracefully and runs on while it does, for at most [`DRAIN_TIMEOUT`]; then it is
+/// dropped, which closes it (`None`).
+async fn drive<C: Future>(
+    conn: C,
+    drain: &mut Watch,
+    shutdown: impl Fn(Pin<&mut C>),
+) -> Option<C::Output> {
+    let mut conn = pin!(conn);
+    let mut cutoff: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if cutoff.is_none() && drain.poll_draining(cx).is_ready() {
+            shutdown(conn.as_mut());
+            cutoff = Some(Box::pin(tokio::time::sleep(DRAIN_TIMEOUT)));
+        }
+        if let Poll::Ready(out) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let cut = cutoff
+            .as_mut()
+            .is_some_and(|c| c.as_mut().poll(cx).is_ready());
+        if cut {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Longest a client may take to finish sending the HTTP/2 preface once it began it; real
+/// clients send all 24 bytes in one write.
+const PREFACE_LIMIT: Duration = Duration::from_secs(2);
+
 /// Which protocol the client speaks, from its first bytes (without consuming them);
-/// `None` if it closed before sending anything.
+/// `None` if it closed before sending anything, or began the HTTP/2 preface and did
+/// not finish it in time.
 async fn detect(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
     let mut buf = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(1);
+    let mut waited = Duration::ZERO;
     loop {
         let n = stream.peek(&mut buf).await?;
         if n == 0 {
@@ -112,8 +133,14 @@ async fn detect(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
         if n == H2_PREFACE.len() {
             return Ok(Some(Protocol::Http2));
         }
-        // A prefix of the preface so far (a client writing it in pieces): `peek` would
-        // return the same bytes at once, so wait a moment for the rest.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // A prefix of the preface so far: `peek` would return the same bytes at once,
+        // so wait for the rest, backing off so that a client stalled here (or gone:
+        // peeking cannot see its close while bytes are buffered) costs next to nothing.
+        if waited >= PREFACE_LIMIT {
+            return Ok(None);
+        }
+        tokio::time::sleep(pause).await;
+        waited += pause;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }

@@ -13,11 +13,13 @@ use tokio::net::TcpStream;
 
 use super::body::Body;
 use super::error::ProxyError;
+use crate::drain::Watch;
 use crate::snapshot::route::Forward;
 use crate::upstream::Cluster;
 
-/// Splices two upgraded connections until either side closes.
-pub async fn splice(down: OnUpgrade, up: OnUpgrade) {
+/// Splices two upgraded connections until either side closes, or the listener's drain
+/// times out.
+pub async fn splice(down: OnUpgrade, up: OnUpgrade, mut drain: Watch) {
     let (down, up) = match tokio::try_join!(down, up) {
         Ok(both) => both,
         Err(e) => {
@@ -27,8 +29,13 @@ pub async fn splice(down: OnUpgrade, up: OnUpgrade) {
     };
     let mut down = TokioIo::new(down);
     let mut up = TokioIo::new(up);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut down, &mut up) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        _ = drain.deadline() => tracing::debug!("upgraded connection closed at the end of the drain"),
     }
 }
 
@@ -38,6 +45,7 @@ pub async fn connect(
     cluster: &Cluster,
     f: &Forward,
     mut req: Request<Incoming>,
+    mut drain: Watch,
 ) -> Result<Response<Body>, ProxyError> {
     if !f.connect_terminate {
         return Err(ProxyError::UpgradeRejected("CONNECT".to_owned()));
@@ -60,8 +68,13 @@ pub async fn connect(
         match down.await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "CONNECT tunnel ended with an error");
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "CONNECT tunnel ended with an error");
+                        }
+                    }
+                    _ = drain.deadline() => tracing::debug!("CONNECT tunnel closed at the end of the drain"),
                 }
             }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade did not complete"),

@@ -37,6 +37,19 @@ impl Snapshot {
         self.listeners.iter().find(|l| &*l.name == name)
     }
 
+    /// The listener a connection accepted as `name` on `address` belongs to: by name,
+    /// else (renamed by a reload while the connection was being accepted) by address.
+    pub fn listener_index(&self, name: &str, address: SocketAddr) -> Option<usize> {
+        self.listeners
+            .iter()
+            .position(|l| &*l.name == name)
+            .or_else(|| {
+                self.listeners
+                    .iter()
+                    .position(|l| l.address == address && address.port() != 0)
+            })
+    }
+
     /// The cluster called `name`.
     pub fn cluster_id(&self, name: &str) -> Option<ClusterId> {
         self.clusters.iter().position(|c| &*c.name == name)
@@ -72,8 +85,6 @@ pub struct HttpListener {
     pub virtual_hosts: Vec<VirtualHost>,
     /// Time allowed to receive a request's headers.
     pub request_headers_timeout: Duration,
-    /// Idle time after which a downstream connection is closed.
-    pub idle_timeout: Duration,
     /// Largest request header block accepted, in bytes.
     pub max_request_headers: usize,
 }

@@ -13,6 +13,7 @@
 //! reused connection that the upstream closed without taking anything (see
 //! [`super::h1::SendError`]); any other retry is the retry policy's decision.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -30,6 +31,9 @@ use crate::snapshot::UpstreamProtocol;
 
 /// How long an idle HTTP/1.1 connection may wait in the pool before it is not reused.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Stale idle connections closed per release at most (bounds the work under the lock).
+const EVICT_PER_RELEASE: usize = 8;
 
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE: usize = 512;
@@ -55,7 +59,8 @@ struct Shared {
     protocol: UpstreamProtocol,
     connect_timeout: Duration,
     counters: ConnectCounters,
-    idle: Mutex<Vec<Idle>>,
+    /// Most recently idled at the back (taken first), oldest at the front.
+    idle: Mutex<VecDeque<Idle>>,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
 }
 
@@ -79,7 +84,7 @@ impl HttpClient {
                 protocol,
                 connect_timeout,
                 counters,
-                idle: Mutex::new(Vec::new()),
+                idle: Mutex::new(VecDeque::new()),
                 h2: tokio::sync::Mutex::new(None),
             }),
         }
@@ -101,6 +106,12 @@ impl HttpClient {
     }
 
     async fn send_h1(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the
+        // endpoint's address.
+        if !req.headers().contains_key(http::header::HOST) {
+            req.headers_mut()
+                .insert(http::header::HOST, self.shared.addr_header());
+        }
         if req.headers().contains_key(http::header::UPGRADE) {
             return Box::pin(self.send_upgrade(req)).await;
         }
@@ -143,11 +154,11 @@ impl HttpClient {
 
     async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         // HTTP/2 carries the authority as `:authority`, taken from an absolute URI.
-        let host = req.headers_mut().remove(http::header::HOST);
-        let authority = host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
+        let host = req
+            .headers_mut()
+            .remove(http::header::HOST)
+            .unwrap_or_else(|| self.shared.addr_header());
+        let authority = host.to_str().unwrap_or_default();
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTP);
         parts.authority = Some(
@@ -175,16 +186,28 @@ impl HttpClient {
 }
 
 impl Shared {
-    /// The most recently idled connection that is still usable.
+    /// The endpoint's address as a header value (for requests without a Host).
+    fn addr_header(&self) -> http::HeaderValue {
+        http::HeaderValue::from_str(&self.addr.to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"))
+    }
+
+    /// The most recently idled connection that is still usable. Unusable ones are
+    /// closed (dropped) outside the lock.
     fn take_idle(&self) -> Option<h1::Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        while let Some(i) = idle.pop() {
-            if now.saturating_duration_since(i.since) < POOL_IDLE_TIMEOUT && i.conn.is_usable() {
-                return Some(i.conn);
+        loop {
+            let candidate = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_back()?;
+            if now.saturating_duration_since(candidate.since) < POOL_IDLE_TIMEOUT
+                && candidate.conn.is_usable()
+            {
+                return Some(candidate.conn);
             }
         }
-        None
     }
 
     async fn dial(&self) -> Result<TcpStream, ProxyError> {
@@ -240,12 +263,25 @@ impl Shared {
 
 impl h1::Release for Shared {
     fn release(&self, conn: h1::Conn) {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+        // Under steady load only the newest connections are taken; the oldest ones are
+        // looked at on every release (a few at a time) and closed once expired or closed
+        // by the upstream, so the pool shrinks back after a burst instead of holding
+        // sockets forever.
+        let mut evicted = Vec::new();
+        while evicted.len() < EVICT_PER_RELEASE
+            && idle.front().is_some_and(|oldest| {
+                now.saturating_duration_since(oldest.since) >= POOL_IDLE_TIMEOUT
+                    || !oldest.conn.is_usable()
+            })
+        {
+            evicted.extend(idle.pop_front());
         }
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle { conn, since: now });
+        }
+        drop(idle);
+        drop(evicted);
     }
 }

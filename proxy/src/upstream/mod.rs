@@ -111,7 +111,17 @@ impl Cluster {
             dns_task: Mutex::new(None),
         });
         let reuse = prev.map(|p| p.endpoints());
-        let _ = tokio::time::timeout(DNS_WARMING_TIMEOUT, cluster.refresh(reuse.as_deref())).await;
+        let warmed = tokio::time::timeout(DNS_WARMING_TIMEOUT, cluster.refresh(reuse.as_deref()))
+            .await
+            .is_ok();
+        if !warmed
+            && let Some(previous) = reuse
+            && cluster.endpoints().endpoints.is_empty()
+        {
+            // Names are slow to resolve: keep serving from the previous cluster's
+            // endpoints rather than none, until the next refresh has an answer.
+            cluster.set.store(previous);
+        }
         if config.discovery != Discovery::Static {
             let weak = Arc::downgrade(&cluster);
             let task = tokio::spawn(dns_loop(weak, config.dns_refresh));

@@ -211,7 +211,6 @@ async fn hop_by_hop_request_headers_are_removed_and_te_trailers_kept() -> anyhow
             "keep-alive",
             "proxy-connection",
             "upgrade",
-            "trailer",
             "connection",
         ] {
             assert!(
@@ -220,6 +219,8 @@ async fn hop_by_hop_request_headers_are_removed_and_te_trailers_kept() -> anyhow
                 seen.headers
             );
         }
+        // `Trailer` declares end-to-end trailer fields (RFC 9110 section 6.6.2): kept.
+        assert_eq!(seen.header("trailer"), Some("x-checksum"));
         // The upstream hop has its own framing; the client's must not be passed on as
         // well (at most one transfer-encoding, and the body arrives whole).
         assert!(
@@ -277,7 +278,6 @@ async fn hop_by_hop_response_headers_are_removed() -> anyhow::Result<()> {
                 "keep-alive",
                 "proxy-connection",
                 "upgrade",
-                "trailer",
                 "connection",
             ] {
                 assert!(
@@ -287,6 +287,11 @@ async fn hop_by_hop_response_headers_are_removed() -> anyhow::Result<()> {
                 );
             }
             assert_eq!(reply.header("x-end-to-end"), Some("kept"), "{v:?}");
+            assert_eq!(
+                reply.header("trailer"),
+                Some("x-checksum"),
+                "{v:?}: end to end"
+            );
             assert_eq!(reply.text(), "upstream plain\n");
         }
         anyhow::Ok(())

@@ -376,3 +376,62 @@ async fn a_bad_update_is_rejected_and_the_old_configuration_keeps_serving() -> a
     })
     .await?
 }
+
+/// A listener renamed (and turned into another kind) on the address it already listens
+/// on takes the running socket over: the kernel would refuse a second bind, and the
+/// update must not be rejected for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_listener_on_the_same_address_takes_the_socket_over() -> anyhow::Result<()> {
+    let blue = upstream::http1("blue").await?;
+    // A fixed port, so that both versions name the same address.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let http = |name: &str| {
+        format!(
+            r#"
+listeners:
+  - name: {name}
+    address: 127.0.0.1:{port}
+    routes: [ {{ match: {{ prefix: / }}, to: blue }} ]
+clusters:
+  blue: {{ endpoints: [{}] }}
+"#,
+            blue.addr()
+        )
+    };
+    let proxy = TestProxy::start(&http("edge")).await?;
+    within(LIMIT, "rename on the same address", async {
+        let url = format!("http://127.0.0.1:{port}/x");
+        let client = Client::http1();
+        assert_eq!(client.get(&url).await?.code(), 200);
+        proxy.rewrite_config(&http("edge-renamed"))?;
+        proxy.reload().await?;
+        assert_eq!(proxy.addr("edge-renamed").port(), port);
+        assert_eq!(Client::http1().get(&url).await?.code(), 200);
+        // And to a TCP listener on the same address: bytes now pass through unparsed.
+        let echo = upstream::tcp_echo().await?;
+        proxy.rewrite_config(&format!(
+            r#"
+listeners:
+  - name: raw
+    address: 127.0.0.1:{port}
+    protocol: tcp
+    to: echo
+clusters:
+  echo: {{ endpoints: [{}] }}
+"#,
+            echo.addr()
+        ))?;
+        proxy.reload().await?;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"not http\n").await?;
+        let mut got = [0u8; 9];
+        s.read_exact(&mut got).await?;
+        assert_eq!(&got, b"not http\n");
+        anyhow::Ok(())
+    })
+    .await?
+}

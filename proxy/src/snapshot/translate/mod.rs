@@ -513,7 +513,6 @@ impl Translator {
             }
         };
         let virtual_hosts = self.route_configuration(rc, &upgrades, &rc_place);
-        let common = m.common_http_protocol_options.as_ref();
         Some(HttpListener {
             route_config: Arc::from(rc.name.as_str()),
             virtual_hosts,
@@ -523,10 +522,6 @@ impl Translator {
                 .map(duration)
                 .filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_REQUEST_HEADERS_TIMEOUT),
-            idle_timeout: common
-                .and_then(|c| c.idle_timeout.as_ref())
-                .map(duration)
-                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
             max_request_headers: m
                 .max_request_headers_kb
                 .map(|k| k.value)

@@ -341,7 +341,6 @@ fn base_translates() {
     let h = http(&s, 0);
     assert_eq!(&*h.route_config, "edge");
     assert_eq!(h.request_headers_timeout, DEFAULT_REQUEST_HEADERS_TIMEOUT);
-    assert_eq!(h.idle_timeout, DEFAULT_IDLE_TIMEOUT);
     assert_eq!(
         h.max_request_headers,
         DEFAULT_MAX_REQUEST_HEADERS_KB as usize * 1024

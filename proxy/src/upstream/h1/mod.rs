@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::http::{Body, BoxError, ProxyError};
 
@@ -129,7 +129,9 @@ pub async fn send(
     let retriable = !body_taken && body_done && is_idempotent(&parts.method);
 
     let mut read: Reader;
-    let mut writer: Option<JoinHandle<Option<OwnedWriteHalf>>> = None;
+    // Aborted when dropped: if the exchange ends without a response (timeout, error,
+    // the client gone), the body stops flowing to the upstream with it.
+    let mut writer: Option<AbortOnDropHandle<Option<OwnedWriteHalf>>> = None;
     let mut unsent = None;
     if body_done {
         if let Err(e) = conn.io.write_all(&out).await {
@@ -145,20 +147,30 @@ pub async fn send(
         // The body streams on: write it from a task of its own so that the response can
         // be read at the same time (an upstream may answer before reading it all).
         let (r, mut w) = conn.io.into_split();
-        writer = Some(tokio::spawn(async move {
+        writer = Some(AbortOnDropHandle::new(tokio::spawn(async move {
             w.write_all(&out).await.ok()?;
             stream_body(&mut w, body, framing).await.ok()?;
             Some(w)
-        }));
+        })));
         read = Reader::Split(r);
     }
     let mut buf = conn.buf;
+    // Whether the upstream sent anything at all: a request it answered in part is never
+    // sent again.
+    let mut received_any = !buf.is_empty();
     let head = loop {
         match parse_head(&mut buf) {
-            Ok(Some(head))
-                if head.status.is_informational()
-                    && head.status != StatusCode::SWITCHING_PROTOCOLS =>
-            {
+            Ok(Some(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+                // Upgrades go through hyper; here a 101 was not asked for and what follows
+                // it is not HTTP: the connection is dropped, never pooled.
+                return Err(SendError {
+                    error: ProxyError::UpstreamProtocol(
+                        "101 Switching Protocols without an upgrade request",
+                    ),
+                    retry: None,
+                });
+            }
+            Ok(Some(head)) if head.status.is_informational() => {
                 // 100 Continue, 103 Early Hints: not the response yet.
                 continue;
             }
@@ -177,27 +189,31 @@ pub async fn send(
                 retry: None,
             });
         }
-        match std::future::poll_fn(|cx| read.poll_fill(cx, &mut buf)).await {
-            Ok(0) => {
+        let read_result = std::future::poll_fn(|cx| read.poll_fill(cx, &mut buf)).await;
+        // Closed or reset before any byte of an answer: what a reused keep-alive
+        // connection that the upstream had just closed looks like.
+        let closed_unanswered = !received_any
+            && match &read_result {
+                Ok(0) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => false,
+            };
+        match read_result {
+            Ok(n) if n > 0 => received_any = true,
+            other => {
                 let retry = match unsent.take() {
-                    Some((parts, body)) if retriable && buf.is_empty() => {
+                    Some((parts, body)) if retriable && closed_unanswered => {
                         Some(Request::from_parts(parts, body))
                     }
                     _ => None,
                 };
-                return Err(SendError {
-                    error: ProxyError::UpstreamReset(
+                let error = match other {
+                    Err(e) => reset(e),
+                    _ => ProxyError::UpstreamReset(
                         "upstream closed the connection without a response".into(),
                     ),
-                    retry,
-                });
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(SendError {
-                    error: reset(e),
-                    retry: None,
-                });
+                };
+                return Err(SendError { error, retry });
             }
         }
     };
@@ -210,7 +226,26 @@ pub async fn send(
             });
         }
     };
-    let keep_alive = head.keep_alive && framing != RespFraming::UntilClose;
+    let mut head = head;
+    let mut keep_alive = head.keep_alive && framing != RespFraming::UntilClose;
+    if head.headers.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 section 6.3: the transfer coding wins over a content-length sent with
+        // it, which must not travel on (the client would frame by it); such a message is
+        // suspect, so its connection is not reused.
+        if head.headers.remove(header::CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+    } else if let RespFraming::Length(n) = framing
+        && (head.headers.get_all(header::CONTENT_LENGTH).iter().count() > 1
+            || head
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes().contains(&b',')))
+    {
+        // `content-length: 5, 5` (or two equal lines) goes on as one number.
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     let mut resp = Response::new(());
     *resp.status_mut() = head.status;
     *resp.version_mut() = head.version;
@@ -528,7 +563,7 @@ impl Reader {
 /// A response body read straight from the upstream connection.
 pub struct ResponseBody {
     read: Option<Reader>,
-    writer: Option<JoinHandle<Option<OwnedWriteHalf>>>,
+    writer: Option<AbortOnDropHandle<Option<OwnedWriteHalf>>>,
     buf: BytesMut,
     framing: RespFraming,
     keep_alive: bool,
@@ -566,16 +601,13 @@ impl ResponseBody {
                 buf: std::mem::take(&mut self.buf),
             }),
             (Reader::Split(r), Some(writer)) => {
-                // The request body is still being written (or just finished): reuse the
-                // connection only once the writer is done with it.
-                if writer.is_finished() {
-                    if let Some(Ok(Some(w))) = writer.now_or_never()
-                        && let Ok(io) = r.reunite(w)
-                    {
-                        release.release(Conn::new(io));
-                    }
-                } else {
-                    writer.abort();
+                // Reuse the connection only if the request body was written in full; a
+                // writer still going is aborted as it drops.
+                if writer.is_finished()
+                    && let Some(Ok(Some(w))) = writer.now_or_never()
+                    && let Ok(io) = r.reunite(w)
+                {
+                    release.release(Conn::new(io));
                 }
             }
             _ => {}
@@ -655,15 +687,6 @@ impl ResponseBody {
     }
 }
 
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        // Dropped before its end: the connection is mid-response and closes with it.
-        if let Some(w) = self.writer.take() {
-            w.abort();
-        }
-    }
-}
-
 impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -713,14 +736,20 @@ fn decode_chunk(state: Chunk, buf: &mut BytesMut) -> Result<Step, &'static str> 
                 };
             };
             let line = &buf[..end];
+            // chunk-size = 1*HEXDIG, then optional whitespace before any extension.
             let size_part = line
                 .split(|b| *b == b';')
                 .next()
                 .unwrap_or_default()
-                .trim_ascii();
+                .trim_ascii_end();
+            if size_part.is_empty()
+                || size_part.len() > 16
+                || !size_part.iter().all(u8::is_ascii_hexdigit)
+            {
+                return Err("invalid chunk size");
+            }
             let size = std::str::from_utf8(size_part)
                 .ok()
-                .filter(|s| !s.is_empty() && s.len() <= 16)
                 .and_then(|s| u64::from_str_radix(s, 16).ok())
                 .ok_or("invalid chunk size")?;
             buf.advance(end + 2);

@@ -349,3 +349,75 @@ async fn early_hints_are_skipped_and_short_bodies_are_errors() {
         "10 bytes promised, 5 sent"
     );
 }
+
+#[tokio::test]
+async fn an_unrequested_101_is_an_error_and_the_connection_is_dropped() {
+    let addr = upstream(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n", 1).await;
+    let pool = Arc::new(Pool::default());
+    let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+    let err = send(conn, get(), pool.clone()).await.unwrap_err();
+    assert!(matches!(err.error, ProxyError::UpstreamProtocol(_)));
+    assert!(pool.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn transfer_encoding_wins_over_content_length_which_is_removed() {
+    let addr = upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        1,
+    )
+    .await;
+    let pool = Arc::new(Pool::default());
+    let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+    let resp = send(conn, get(), pool.clone()).await.unwrap();
+    assert!(!resp.headers().contains_key("content-length"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello");
+    assert!(
+        pool.0.lock().unwrap().is_empty(),
+        "a suspect message's connection is not reused"
+    );
+}
+
+#[tokio::test]
+async fn a_content_length_list_goes_on_as_one_number() {
+    let addr = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\nabc", 1).await;
+    let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+    let resp = send(conn, get(), Arc::new(Pool::default())).await.unwrap();
+    assert_eq!(
+        resp.headers()
+            .get_all("content-length")
+            .iter()
+            .collect::<Vec<_>>(),
+        ["3"]
+    );
+}
+
+#[tokio::test]
+async fn a_request_answered_in_part_is_not_sent_again() {
+    let addr = upstream(b"HTTP/1.1 100 Continue\r\n\r\n", 1).await;
+    let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+    let err = send(conn, get(), Arc::new(Pool::default()))
+        .await
+        .unwrap_err();
+    assert!(err.retry.is_none(), "a 100 came back: not unanswered");
+}
+
+#[test]
+fn chunk_sizes_are_hex_digits_only() {
+    for bad in [
+        &b" 5\r\nhello\r\n0\r\n\r\n"[..],
+        b"+5\r\nhello\r\n0\r\n\r\n",
+        b"0x5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        assert_eq!(
+            decode_all(bad, 100).map(|(d, _)| d),
+            Err("invalid chunk size"),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        decode_all(b"5 ;x=y\r\nhello\r\n0\r\n\r\n", 100).unwrap().0,
+        b"hello"
+    );
+}

@@ -199,8 +199,14 @@ async fn forward(
     // Room for what is added below, so the map grows once, not per insert.
     parts.headers.reserve(4);
     headers::strip_scanned(&mut parts.headers, hop_by_hop, upgrade.as_ref());
-    headers::add_forwarded(&mut parts.headers, &ctx.peer_ip, ctx.scheme);
-    let request_id = headers::ensure_request_id(&mut parts.headers);
+    headers::add_forwarded_scanned(
+        &mut parts.headers,
+        hop_by_hop.has_forwarded_for(),
+        &ctx.peer_ip,
+        ctx.scheme,
+    );
+    let request_id =
+        headers::ensure_request_id_scanned(&mut parts.headers, hop_by_hop.has_request_id());
     // hyper answered any `Expect: 100-continue` already; the upstream must not wait for
     // a second one.
     if parts

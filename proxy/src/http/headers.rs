@@ -28,11 +28,14 @@ static HOP_BY_HOP: [HeaderName; 5] = [
 ];
 const CONNECTION_BIT: u8 = 1 << 0;
 const UPGRADE_BIT: u8 = 1 << 4;
-const TE_BIT: u8 = 1 << 6;
+const TE_BIT: u8 = 1 << 5;
+const FORWARDED_FOR_BIT: u8 = 1 << 6;
+const REQUEST_ID_BIT: u8 = 1 << 7;
 
-/// Which hop-by-hop headers a message carries, found in one pass over its header names
-/// (most messages carry none, or only `Connection`, so the removals that follow touch
-/// only what is there).
+/// Which hop-by-hop headers a message carries, and whether it has `x-forwarded-for` and
+/// `x-request-id`, found in one pass over its header names: most messages carry none of
+/// them (or only `Connection`), so what follows touches only what is there instead of
+/// looking every name up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HopByHop(u8);
 
@@ -48,9 +51,23 @@ impl HopByHop {
             }
             if name == header::TE {
                 bits |= TE_BIT;
+            } else if name == X_FORWARDED_FOR {
+                bits |= FORWARDED_FOR_BIT;
+            } else if name == X_REQUEST_ID {
+                bits |= REQUEST_ID_BIT;
             }
         }
         Self(bits)
+    }
+
+    /// Whether `x-forwarded-for` was there.
+    pub fn has_forwarded_for(&self) -> bool {
+        self.0 & FORWARDED_FOR_BIT != 0
+    }
+
+    /// Whether `x-request-id` was there.
+    pub fn has_request_id(&self) -> bool {
+        self.0 & REQUEST_ID_BIT != 0
     }
 
     /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` plus
@@ -83,7 +100,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) 
 /// [`strip_hop_by_hop`] with the scan already done.
 pub fn strip_scanned(headers: &mut HeaderMap, found: HopByHop, upgrade: Option<&HeaderValue>) {
     let bits = found.0;
-    if bits & CONNECTION_BIT != 0 {
+    if bits & CONNECTION_BIT != 0 && names_others(headers) {
         // Headers the Connection header names are hop-by-hop too; the usual tokens
         // (keep-alive, close, upgrade) name nothing else worth a lookup.
         let named: Vec<HeaderName> = headers
@@ -129,6 +146,22 @@ pub fn strip_scanned(headers: &mut HeaderMap, found: HopByHop, upgrade: Option<&
     }
 }
 
+/// Whether `Connection` names anything beyond its usual tokens (and so needs the
+/// headers it names removed).
+fn names_others(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"close")
+                && !t.eq_ignore_ascii_case(b"upgrade")
+        })
+}
+
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` plus
 /// `Upgrade: <proto>`), if any.
 pub fn upgrade_request(headers: &HeaderMap) -> Option<&HeaderValue> {
@@ -139,7 +172,18 @@ pub fn upgrade_request(headers: &HeaderMap) -> Option<&HeaderValue> {
 /// one, in order) and sets `x-forwarded-proto`. `client_ip` is the client's address as
 /// a header value (made once per connection).
 pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, scheme: &'static str) {
-    let value = if headers.contains_key(&X_FORWARDED_FOR) {
+    let present = headers.contains_key(&X_FORWARDED_FOR);
+    add_forwarded_scanned(headers, present, client_ip, scheme);
+}
+
+/// [`add_forwarded`] when a scan already told whether `x-forwarded-for` is there.
+pub fn add_forwarded_scanned(
+    headers: &mut HeaderMap,
+    present: bool,
+    client_ip: &HeaderValue,
+    scheme: &'static str,
+) {
+    let value = if present {
         let mut xff = Vec::with_capacity(64);
         for v in headers.get_all(&X_FORWARDED_FOR) {
             let v = v.as_bytes().trim_ascii();
@@ -167,7 +211,14 @@ pub fn client_ip_value(ip: std::net::IpAddr) -> HeaderValue {
 /// Keeps a well-formed incoming `x-request-id` (1-128 visible ASCII characters) or sets
 /// a new UUID; returns the value in effect.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID)
+    let present = headers.contains_key(&X_REQUEST_ID);
+    ensure_request_id_scanned(headers, present)
+}
+
+/// [`ensure_request_id`] when a scan already told whether `x-request-id` is there.
+pub fn ensure_request_id_scanned(headers: &mut HeaderMap, present: bool) -> HeaderValue {
+    if present
+        && let Some(v) = headers.get(&X_REQUEST_ID)
         && (1..=128).contains(&v.len())
         && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
     {

@@ -228,7 +228,7 @@ pub async fn send(
     };
     let mut head = head;
     let mut keep_alive = head.keep_alive && framing != RespFraming::UntilClose;
-    if head.headers.contains_key(header::TRANSFER_ENCODING) {
+    if head.transfer_encoding.is_some() {
         // RFC 9112 section 6.3: the transfer coding wins over a content-length sent with
         // it, which must not travel on (the client would frame by it); such a message is
         // suspect, so its connection is not reused.
@@ -236,11 +236,7 @@ pub async fn send(
             keep_alive = false;
         }
     } else if let RespFraming::Length(n) = framing
-        && (head.headers.get_all(header::CONTENT_LENGTH).iter().count() > 1
-            || head
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes().contains(&b',')))
+        && head.content_length_repeated
     {
         // `content-length: 5, 5` (or two equal lines) goes on as one number.
         head.headers
@@ -391,13 +387,20 @@ async fn stream_body(
     Ok(())
 }
 
-/// A parsed response head.
+/// A parsed response head, with the framing facts gathered while reading its headers
+/// (so that framing needs no header lookups afterwards).
 #[derive(Debug)]
 struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
     keep_alive: bool,
+    /// `Some(last coding is chunked)` when `transfer-encoding` is present.
+    transfer_encoding: Option<bool>,
+    /// The content length, if any, or why it is unusable.
+    content_length: Result<Option<u64>, &'static str>,
+    /// The content length came as a list or on several lines (`5, 5`).
+    content_length_repeated: bool,
 }
 
 /// Parses a response head from the front of `buf`, consuming it; `None` if incomplete.
@@ -445,6 +448,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     let status = StatusCode::from_u16(code).map_err(|_| "invalid status code")?;
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut close = minor == 0;
+    let mut transfer_encoding = None;
+    let mut content_length: Result<Option<u64>, &'static str> = Ok(None);
+    let mut content_length_repeated = false;
     for &(ns, nl, vs, vl) in &spans {
         let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| "invalid header name")?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
@@ -461,6 +467,38 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
                     close = false;
                 }
             }
+        } else if name == header::TRANSFER_ENCODING {
+            // The last coding of the last line decides.
+            if let Some(last) = value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+                .rfind(|t| !t.is_empty())
+            {
+                transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
+            }
+        } else if name == header::CONTENT_LENGTH {
+            content_length_repeated |= content_length != Ok(None);
+            for part in value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+            {
+                let n = std::str::from_utf8(part)
+                    .ok()
+                    .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|p| p.parse::<u64>().ok());
+                content_length = match (content_length, n) {
+                    (Err(e), _) => Err(e),
+                    (_, None) => Err("invalid content-length"),
+                    (Ok(Some(l)), Some(n)) if l != n => Err("conflicting content-length values"),
+                    (Ok(Some(_)), Some(n)) => {
+                        content_length_repeated = true;
+                        Ok(Some(n))
+                    }
+                    (Ok(None), Some(n)) => Ok(Some(n)),
+                };
+            }
         }
         headers.append(name, value);
     }
@@ -473,6 +511,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
         },
         headers,
         keep_alive: !close,
+        transfer_encoding,
+        content_length,
+        content_length_repeated,
     }))
 }
 
@@ -502,41 +543,18 @@ fn response_framing(head_request: bool, head: &Head) -> Result<RespFraming, &'st
     {
         return Ok(RespFraming::Empty);
     }
-    if let Some(te) = last_token(&head.headers, &header::TRANSFER_ENCODING) {
-        return Ok(if te.eq_ignore_ascii_case(b"chunked") {
+    if let Some(chunked) = head.transfer_encoding {
+        return Ok(if chunked {
             RespFraming::Chunked(Chunk::Size)
         } else {
             RespFraming::UntilClose
         });
     }
-    let mut length: Option<u64> = None;
-    for v in head.headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|p| p.parse::<u64>().ok())
-                .ok_or("invalid content-length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting content-length values");
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
+    Ok(match head.content_length? {
         Some(0) => RespFraming::Empty,
         Some(n) => RespFraming::Length(n),
         None => RespFraming::UntilClose,
     })
-}
-
-fn last_token<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h [u8]> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .rfind(|t| !t.is_empty())
 }
 
 /// The read side of a connection in use.

@@ -44,6 +44,17 @@ const MAX_CHUNK_LINE: usize = 1024;
 pub struct Conn {
     io: TcpStream,
     buf: BytesMut,
+    scratch: Scratch,
+}
+
+/// Buffers an exchange needs and the next exchange on the connection reuses, so that a
+/// request costs no allocation for them.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The encoded request head (and a body that was already there).
+    out: Vec<u8>,
+    /// Where each response header's name and value sit in the head.
+    spans: Vec<(usize, usize, usize, usize)>,
 }
 
 impl Conn {
@@ -52,6 +63,7 @@ impl Conn {
         Self {
             io,
             buf: BytesMut::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -86,13 +98,19 @@ pub struct SendError {
 /// `conn` and reads the response head. The response body reads from the connection;
 /// when it ends cleanly the connection goes to `release`.
 pub async fn send(
-    mut conn: Conn,
+    conn: Conn,
     req: Request<Body>,
     release: std::sync::Arc<dyn Release>,
 ) -> Result<Response<Body>, SendError> {
     let (parts, mut body) = req.into_parts();
     let head_method = parts.method == Method::HEAD;
-    let mut out = Vec::with_capacity(512);
+    let Conn {
+        io,
+        buf,
+        mut scratch,
+    } = conn;
+    let mut out = std::mem::take(&mut scratch.out);
+    out.clear();
     let framing = encode_head(&parts, &body, &mut out);
     // Take what the body already has without waiting: most request bodies are small
     // and arrive with their head, so head and body leave in one write.
@@ -133,20 +151,22 @@ pub async fn send(
     // the client gone), the body stops flowing to the upstream with it.
     let mut writer: Option<AbortOnDropHandle<Option<OwnedWriteHalf>>> = None;
     let mut unsent = None;
+    let mut io = io;
     if body_done {
-        if let Err(e) = conn.io.write_all(&out).await {
+        if let Err(e) = io.write_all(&out).await {
             let retry = retriable.then(|| Request::from_parts(parts, body));
             return Err(SendError {
                 error: reset(e),
                 retry,
             });
         }
-        read = Reader::Whole(conn.io);
+        read = Reader::Whole(io);
         unsent = Some((parts, body));
+        scratch.out = out;
     } else {
         // The body streams on: write it from a task of its own so that the response can
         // be read at the same time (an upstream may answer before reading it all).
-        let (r, mut w) = conn.io.into_split();
+        let (r, mut w) = io.into_split();
         writer = Some(AbortOnDropHandle::new(tokio::spawn(async move {
             w.write_all(&out).await.ok()?;
             stream_body(&mut w, body, framing).await.ok()?;
@@ -154,12 +174,12 @@ pub async fn send(
         })));
         read = Reader::Split(r);
     }
-    let mut buf = conn.buf;
+    let mut buf = buf;
     // Whether the upstream sent anything at all: a request it answered in part is never
     // sent again.
     let mut received_any = !buf.is_empty();
     let head = loop {
-        match parse_head(&mut buf) {
+        match parse_head(&mut buf, &mut scratch.spans) {
             Ok(Some(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
                 // Upgrades go through hyper; here a 101 was not asked for and what follows
                 // it is not HTTP: the connection is dropped, never pooled.
@@ -247,6 +267,7 @@ pub async fn send(
     *resp.version_mut() = head.version;
     *resp.headers_mut() = head.headers;
     let body = ResponseBody {
+        scratch,
         read: Some(read),
         writer,
         buf,
@@ -404,11 +425,16 @@ struct Head {
 }
 
 /// Parses a response head from the front of `buf`, consuming it; `None` if incomplete.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
+fn parse_head(
+    buf: &mut BytesMut,
+    spans: &mut Vec<(usize, usize, usize, usize)>,
+) -> Result<Option<Head>, &'static str> {
     // Offsets are recorded first so that the head can be cut from the buffer and its
     // values shared without copying. Nothing here is zero-filled per response: the
-    // header slots start uninitialised and the offsets go to a right-sized Vec.
-    let (len, code, minor, spans) = {
+    // header slots start uninitialised and the offsets go to the connection's reused
+    // scratch vector.
+    spans.clear();
+    let (len, code, minor) = {
         let mut slots =
             [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
@@ -421,24 +447,15 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
             Err(_) => return Err("malformed response head"),
         };
         let base = buf.as_ptr() as usize;
-        let spans: Vec<(usize, usize, usize, usize)> = resp
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.as_ptr() as usize - base,
-                    h.name.len(),
-                    h.value.as_ptr() as usize - base,
-                    h.value.len(),
-                )
-            })
-            .collect();
-        (
-            len,
-            resp.code.unwrap_or(0),
-            resp.version.unwrap_or(1),
-            spans,
-        )
+        spans.extend(resp.headers.iter().map(|h| {
+            (
+                h.name.as_ptr() as usize - base,
+                h.name.len(),
+                h.value.as_ptr() as usize - base,
+                h.value.len(),
+            )
+        }));
+        (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1))
     };
     // The head is copied out (a few hundred bytes) so that the read buffer stays the
     // connection's own and is reused as is for the next response, instead of being
@@ -451,7 +468,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     let mut transfer_encoding = None;
     let mut content_length: Result<Option<u64>, &'static str> = Ok(None);
     let mut content_length_repeated = false;
-    for &(ns, nl, vs, vl) in &spans {
+    for &(ns, nl, vs, vl) in spans.iter() {
         let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| "invalid header name")?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
             .map_err(|_| "invalid header value")?;
@@ -580,6 +597,7 @@ impl Reader {
 
 /// A response body read straight from the upstream connection.
 pub struct ResponseBody {
+    scratch: Scratch,
     read: Option<Reader>,
     writer: Option<AbortOnDropHandle<Option<OwnedWriteHalf>>>,
     buf: BytesMut,
@@ -617,6 +635,7 @@ impl ResponseBody {
             (Reader::Whole(io), None) => release.release(Conn {
                 io,
                 buf: std::mem::take(&mut self.buf),
+                scratch: std::mem::take(&mut self.scratch),
             }),
             (Reader::Split(r), Some(writer)) => {
                 // Reuse the connection only if the request body was written in full; a

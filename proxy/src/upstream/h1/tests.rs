@@ -13,7 +13,7 @@ use super::*;
 
 fn head(text: &str) -> Result<Option<Head>, &'static str> {
     let mut buf = BytesMut::from(text.as_bytes());
-    parse_head(&mut buf)
+    parse_head(&mut buf, &mut Vec::new())
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn head_table() {
 fn head_keeps_values_and_the_rest_of_the_buffer() {
     let mut buf =
         BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nServer: t\r\n\r\nBODY"[..]);
-    let h = parse_head(&mut buf).unwrap().unwrap();
+    let h = parse_head(&mut buf, &mut Vec::new()).unwrap().unwrap();
     let all: Vec<&str> = h
         .headers
         .get_all("x-a")

@@ -28,7 +28,8 @@ pub enum Body {
     /// Streamed from a peer.
     Incoming(Incoming),
     /// Streamed from a pooled HTTP/1.1 upstream connection, reused once this ends.
-    Upstream(ResponseBody),
+    /// (Boxed: it is large, and the body travels by value through several layers.)
+    Upstream(Box<ResponseBody>),
 }
 
 impl Body {
@@ -61,7 +62,7 @@ impl http_body::Body for Body {
             Self::Empty => Poll::Ready(None),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Self::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Self::Upstream(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
 

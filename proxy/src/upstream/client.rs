@@ -125,7 +125,7 @@ impl HttpClient {
                 Ok(resp) => return Ok(resp),
                 Err(h1::SendError {
                     retry: Some(again), ..
-                }) if reused => req = again,
+                }) if reused => req = *again,
                 Err(e) => return Err(e.error),
             }
         }

@@ -91,7 +91,8 @@ pub struct SendError {
     /// The cause as a proxy error (reset or protocol error).
     pub error: ProxyError,
     /// The request, when it can be retried as is.
-    pub retry: Option<Request<Body>>,
+    /// (Boxed: it is rarely there, and the error travels by value.)
+    pub retry: Option<Box<Request<Body>>>,
 }
 
 /// Sends `req` (origin-form URI, `Host` set, hop-by-hop headers already removed) on
@@ -154,7 +155,7 @@ pub async fn send(
     let mut io = io;
     if body_done {
         if let Err(e) = io.write_all(&out).await {
-            let retry = retriable.then(|| Request::from_parts(parts, body));
+            let retry = retriable.then(|| Box::new(Request::from_parts(parts, body)));
             return Err(SendError {
                 error: reset(e),
                 retry,
@@ -223,7 +224,7 @@ pub async fn send(
             other => {
                 let retry = match unsent.take() {
                     Some((parts, body)) if retriable && closed_unanswered => {
-                        Some(Request::from_parts(parts, body))
+                        Some(Box::new(Request::from_parts(parts, body)))
                     }
                     _ => None,
                 };
@@ -275,7 +276,7 @@ pub async fn send(
         keep_alive,
         release: Some(release),
     };
-    let mut resp = resp.map(|()| Body::Upstream(body));
+    let mut resp = resp.map(|()| Body::Upstream(Box::new(body)));
     if let Body::Upstream(b) = resp.body_mut() {
         b.finish_if_empty();
     }

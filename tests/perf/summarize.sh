@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compare several run.sh result folders: per scenario and proxy, the ratios to haproxy of
-# every run, then min / max over the runs, to judge how stable the ratios are. Rows where
+# every run (every round of a ROUNDS run), then min / max over the runs, to judge how
+# stable the ratios are. Rows where
 # other processes used more than NOISE_MAX (10) % CPU, in that run or haproxy's, are shown
 # but left out of the range.
 #
@@ -21,7 +22,13 @@ for dir in "$@"; do
         line="$(grep '^# harness:' "$f" || true)"
         [[ -n $line ]] || continue
         b="$(basename "$f" .txt)"
-        echo "$(basename "$dir") ${pin:-PIN=?} ${b%%-*} ${b#*-} ${line#\# harness: }"
+        # h1-weft.txt (one round) or h1-weft-r2.txt (round 2 of a ROUNDS run): each
+        # round counts as a run of its own.
+        rest="${b#*-}"
+        px="${rest%-r[0-9]*}"
+        round=""
+        [[ $rest != "$px" ]] && round="/${rest##*-}"
+        echo "$(basename "$dir")$round ${pin:-PIN=?} ${b%%-*} $px ${line#\# harness: }"
     done
 done | awk -v noise_max="${NOISE_MAX:-10}" '
     # mawk has no asorti: keys of arr into out[1..n], sorted.

@@ -285,3 +285,61 @@ impl h1::Release for Shared {
         drop(evicted);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+    use weft_telemetry::Registry;
+
+    use super::h1::Release;
+    use super::*;
+
+    /// A client connection to `l` and its server side.
+    async fn pair(l: &TcpListener) -> (h1::Conn, TcpStream) {
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (h1::Conn::new(client), server)
+    }
+
+    #[tokio::test]
+    async fn a_release_closes_stale_connections_at_the_bottom_of_the_pool() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reg = Registry::new();
+        let counters = ConnectCounters {
+            opened: reg.counter("t_opened", &[]),
+            failed: reg.counter("t_failed", &[]),
+        };
+        let addr = l.local_addr().unwrap();
+        let client = HttpClient::new(
+            addr,
+            UpstreamProtocol::Http1,
+            Duration::from_secs(1),
+            counters,
+        );
+        let shared = client.shared.clone();
+        // A connection the upstream closes while it idles at the bottom of the pool.
+        let (stale, server) = pair(&l).await;
+        shared.release(stale);
+        drop(server);
+        let closed_seen = async {
+            loop {
+                let gone = !shared.idle.lock().unwrap()[0].conn.is_usable();
+                if gone {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed_seen)
+            .await
+            .unwrap();
+        // The next release looks at the bottom of the pool and closes it.
+        let (live, _server) = pair(&l).await;
+        shared.release(live);
+        let idle = shared.idle.lock().unwrap();
+        assert_eq!(idle.len(), 1, "the stale connection was closed");
+        assert!(idle[0].conn.is_usable());
+    }
+}

@@ -205,8 +205,9 @@ async fn forward(
         &ctx.peer_ip,
         ctx.scheme,
     );
-    let request_id =
-        headers::ensure_request_id_scanned(&mut parts.headers, hop_by_hop.has_request_id());
+    // The id goes to the upstream (and into logs); like Envoy, the response does not
+    // echo it unless the upstream does.
+    headers::ensure_request_id_scanned(&mut parts.headers, hop_by_hop.has_request_id());
     // hyper answered any `Expect: 100-continue` already; the upstream must not wait for
     // a second one.
     if parts
@@ -277,8 +278,6 @@ async fn forward(
     } else {
         headers::strip_hop_by_hop(resp.headers_mut(), None);
     }
-    resp.headers_mut()
-        .insert(headers::X_REQUEST_ID.clone(), request_id);
     (index, Ok(resp))
 }
 

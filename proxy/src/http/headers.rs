@@ -209,7 +209,7 @@ pub fn client_ip_value(ip: std::net::IpAddr) -> HeaderValue {
 }
 
 /// Keeps a well-formed incoming `x-request-id` (1-128 visible ASCII characters) or sets
-/// a new UUID; returns the value in effect.
+/// a new UUID; returns the value in effect (for logs).
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     let present = headers.contains_key(&X_REQUEST_ID);
     ensure_request_id_scanned(headers, present)

@@ -18,6 +18,9 @@ const FILES: &[&str] = &[
     "envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto",
     "envoy/extensions/load_balancing_policies/ring_hash/v3/ring_hash.proto",
     "envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto",
+    "envoy/extensions/access_loggers/file/v3/file.proto",
+    "envoy/extensions/access_loggers/stream/v3/stream.proto",
+    "envoy/config/trace/v3/opentelemetry.proto",
 ];
 
 const INCLUDES: &[&str] = &[

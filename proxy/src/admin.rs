@@ -7,11 +7,16 @@
 //! | `/metrics` | Prometheus text exposition |
 //! | `/config_dump` | the active Envoy resources, as Envoy's `/config_dump` JSON |
 //! | `/explain?method=GET&url=/path&header=k:v&listener=name[&format=json]` | how a request would be handled |
+//! | `/clusters[?format=json]` | endpoints per cluster: weight, health, latency estimate, requests in flight |
+//! | `/stats` | every counter and gauge as `name{labels} value` lines |
+//! | `/logging[?level=FILTER]` | shows, or (POST, loopback clients only) sets, the log filter |
 //!
 //! Rendering runs on the blocking pool so a scrape never holds a worker thread that
 //! traffic needs. It binds to loopback by default: it is an operator's interface.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -29,7 +34,7 @@ use crate::proxy::Inner;
 /// Serves admin requests on `socket` until `stop`.
 pub(crate) async fn serve(socket: TcpListener, proxy: Weak<Inner>, stop: CancellationToken) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             r = socket.accept() => match r {
                 Ok(x) => x,
@@ -42,7 +47,7 @@ pub(crate) async fn serve(socket: TcpListener, proxy: Weak<Inner>, stop: Cancell
         };
         let proxy = proxy.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(proxy.clone(), req));
+            let service = hyper::service::service_fn(move |req| handle(proxy.clone(), peer, req));
             let builder = auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -54,10 +59,17 @@ pub(crate) async fn serve(socket: TcpListener, proxy: Weak<Inner>, stop: Cancell
     }
 }
 
-async fn handle(proxy: Weak<Inner>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    proxy: Weak<Inner>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let Some(proxy) = proxy.upgrade() else {
         return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"));
     };
+    if req.uri().path() == "/logging" {
+        return Ok(logging(&req, peer));
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -67,7 +79,7 @@ async fn handle(proxy: Weak<Inner>, req: Request<Incoming>) -> Result<Response<B
     let resp = match req.uri().path() {
         "/" => text(
             StatusCode::OK,
-            "weft admin\n  /live\n  /ready\n  /metrics\n  /config_dump\n  /explain?method=GET&url=/path&header=name:value\n",
+            "weft admin\n  /live\n  /ready\n  /metrics\n  /stats\n  /clusters\n  /config_dump\n  /explain?method=GET&url=/path&header=name:value\n  /logging (POST ?level=debug)\n",
         ),
         "/live" => text(StatusCode::OK, "live\n"),
         "/ready" => {
@@ -79,8 +91,10 @@ async fn handle(proxy: Weak<Inner>, req: Request<Incoming>) -> Result<Response<B
             }
         }
         "/metrics" => {
+            pool_gauges(&proxy);
             let registry = proxy.registry.clone();
-            match tokio::task::spawn_blocking(move || registry.render()).await {
+            let render = move || registry.render() + &weft_telemetry::process::render();
+            match tokio::task::spawn_blocking(render).await {
                 Ok(body) => with_type(
                     StatusCode::OK,
                     body,
@@ -105,9 +119,150 @@ async fn handle(proxy: Weak<Inner>, req: Request<Incoming>) -> Result<Response<B
             }
         }
         "/explain" => explain_endpoint(&proxy, req.uri().query().unwrap_or_default()),
+        "/clusters" => clusters(&proxy, req.uri().query().unwrap_or_default()),
+        "/stats" => {
+            let registry = proxy.registry.clone();
+            match tokio::task::spawn_blocking(move || stats_text(&registry.render())).await {
+                Ok(body) => with_type(StatusCode::OK, body, "text/plain; charset=utf-8"),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+            }
+        }
         _ => text(StatusCode::NOT_FOUND, "unknown admin path; see /\n"),
     };
     Ok(resp)
+}
+
+/// `/logging`: GET shows the filter; POST `?level=...` sets it, from loopback only (a
+/// remote client turning on trace logging could fill the disk).
+fn logging(req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    use weft_telemetry::logging;
+    let pairs = query_pairs(req.uri().query().unwrap_or_default());
+    let level = pairs
+        .iter()
+        .find(|(k, _)| k == "level")
+        .map(|(_, v)| v.clone());
+    match (req.method(), level) {
+        (&Method::POST, Some(level)) => {
+            if !peer.ip().is_loopback() {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "the log level can be changed from loopback only\n",
+                );
+            }
+            match logging::set_filter(&level) {
+                Ok(()) => {
+                    tracing::info!(filter = %level, "log filter changed");
+                    text(StatusCode::OK, &format!("log filter: {level}\n"))
+                }
+                Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            }
+        }
+        (&Method::GET | &Method::HEAD, None) => match logging::current_filter() {
+            Some(f) => text(StatusCode::OK, &format!("log filter: {f}\n")),
+            None => text(StatusCode::OK, "log filter: (not managed by weft)\n"),
+        },
+        _ => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET /logging shows the filter; POST /logging?level=debug sets it\n",
+        ),
+    }
+}
+
+/// Sets the per-cluster pool gauges from the live endpoints, just before a scrape (the
+/// data path does not keep sums that only a scrape reads).
+fn pool_gauges(proxy: &Inner) {
+    use weft_telemetry::names;
+    let state = proxy.store.load();
+    for c in &state.clusters {
+        let set = c.endpoints();
+        let (idle, active) = set.endpoints.iter().fold((0usize, 0u64), |(i, a), (e, _)| {
+            (
+                i + e.client.idle_connections(),
+                a + u64::from(e.load.pending()),
+            )
+        });
+        let labels = [(names::label::CLUSTER, c.config.name.to_string())];
+        proxy
+            .registry
+            .gauge(names::UPSTREAM_POOL_IDLE, &labels)
+            .set(idle as f64);
+        proxy
+            .registry
+            .gauge(names::UPSTREAM_REQUESTS_ACTIVE, &labels)
+            .set(active as f64);
+    }
+}
+
+/// `/stats`: the Prometheus text without comments and histogram buckets.
+fn stats_text(prometheus: &str) -> String {
+    prometheus
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter(|l| {
+            !l.split(['{', ' '])
+                .next()
+                .is_some_and(|n| n.ends_with("_bucket"))
+        })
+        .fold(String::new(), |mut out, l| {
+            out.push_str(l);
+            out.push('\n');
+            out
+        })
+}
+
+/// `/clusters`: Envoy's `cluster::address::field::value` lines, or JSON.
+fn clusters(proxy: &Arc<Inner>, query: &str) -> Response<Body> {
+    let state = proxy.store.load();
+    let json = query_pairs(query)
+        .iter()
+        .any(|(k, v)| k == "format" && v == "json");
+    let mut out = String::new();
+    let mut list = Vec::new();
+    for c in &state.clusters {
+        let set = c.endpoints();
+        let mut eps = Vec::new();
+        for (e, weight) in &set.endpoints {
+            let rtt_ms = e.load.rtt().as_secs_f64() * 1000.0;
+            let pending = e.load.pending();
+            let idle = e.client.idle_connections();
+            if json {
+                eps.push(serde_json::json!({
+                    "address": e.addr.to_string(),
+                    "weight": weight,
+                    // No active health checking or outlier ejection yet: an endpoint is
+                    // healthy while it is resolved.
+                    "health": "healthy",
+                    "ejected": false,
+                    "ewma_latency_ms": rtt_ms,
+                    "active_requests": pending,
+                    "idle_connections": idle,
+                }));
+            } else {
+                let name = &c.config.name;
+                let a = e.addr;
+                let _ = writeln!(out, "{name}::{a}::weight::{weight}");
+                let _ = writeln!(out, "{name}::{a}::health_flags::healthy");
+                let _ = writeln!(out, "{name}::{a}::ejected::false");
+                let _ = writeln!(out, "{name}::{a}::ewma_latency_ms::{rtt_ms:.3}");
+                let _ = writeln!(out, "{name}::{a}::rq_active::{pending}");
+                let _ = writeln!(out, "{name}::{a}::cx_idle::{idle}");
+            }
+        }
+        if json {
+            list.push(serde_json::json!({
+                "name": &*c.config.name,
+                "endpoints": eps,
+            }));
+        }
+    }
+    if json {
+        match serde_json::to_string_pretty(&serde_json::json!({ "clusters": list })) {
+            Ok(j) => with_type(StatusCode::OK, j + "\n", "application/json"),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+        }
+    } else {
+        with_type(StatusCode::OK, out, "text/plain; charset=utf-8")
+    }
 }
 
 fn explain_endpoint(proxy: &Arc<Inner>, query: &str) -> Response<Body> {

@@ -31,7 +31,7 @@ pub const SHOP_YAML: &str = include_str!("../../deploy/examples/shop.yaml");
 const MAX_BODY: usize = 64 * 1024;
 
 /// Ports for the demo; 0 picks a free port.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Gateway port on 127.0.0.1.
     pub port: u16,
@@ -40,6 +40,8 @@ pub struct Options {
     /// Services: `None` keeps the file's ports (9101, 9102, 9201, ...); `Some(base)`
     /// puts cluster k's replica i on `base + 100 k + i + 1` (`Some(0)`: free ports).
     pub services_base: Option<u16>,
+    /// Span export and metric identity.
+    pub telemetry: crate::observe::TelemetryOptions,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             port: 8080,
             admin_port: 9901,
             services_base: None,
+            telemetry: crate::observe::TelemetryOptions::default(),
         }
     }
 }
@@ -144,7 +147,14 @@ pub async fn start(opts: Options) -> Result<Demo, DemoError> {
         snapshot,
         admin,
     };
-    let proxy = Proxy::start(loaded, proxy::Options::default()).await?;
+    let proxy = Proxy::start(
+        loaded,
+        proxy::Options {
+            telemetry: opts.telemetry.clone(),
+            ..proxy::Options::default()
+        },
+    )
+    .await?;
     let gateway = proxy
         .listener_addrs()
         .into_values()

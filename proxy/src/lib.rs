@@ -9,6 +9,7 @@
 //! - [`upstream`]: clusters, load balancing, pooled HTTP clients;
 //! - [`http`]: the HTTP data path (server, routing, forwarding, errors, upgrades);
 //! - [`tcp`]: the TCP proxy;
+//! - [`observe`]: per-request metrics, access-log records and trace spans;
 //! - [`listeners`]: binds sockets for the snapshot's listeners and keeps them in step;
 //! - [`admin`]: the admin server; [`explain`]: how a request would be handled;
 //! - [`reload`]: file watching and SIGHUP; [`demo`]: the online-shop demo;
@@ -21,6 +22,7 @@ pub mod drain;
 pub mod explain;
 pub mod http;
 pub mod listeners;
+pub mod observe;
 pub mod proxy;
 pub mod reload;
 pub mod snapshot;

@@ -152,6 +152,7 @@ impl Listeners {
                 total: self
                     .registry
                     .counter(names::DOWNSTREAM_CONNECTIONS_TOTAL, &labels),
+                detection: Arc::new(server::DetectCounters::new(&self.registry, &name)),
             };
             let done = tokio::spawn(accept_loop(
                 socket.clone(),
@@ -216,6 +217,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 struct ConnStats {
     active: Gauge,
     total: Counter,
+    detection: Arc<server::DetectCounters>,
 }
 
 /// Counts a connection as open until dropped.
@@ -262,7 +264,8 @@ async fn accept_loop(
         let open = OpenConn(stats.active.clone());
         match kind {
             Kind::Http => {
-                let settings = http_settings(&store, &name);
+                let mut settings = http_settings(&store, &name);
+                settings.detection = Some(stats.detection.clone());
                 let ctx = Arc::new(ConnCtx {
                     listener: name.clone(),
                     address: configured,
@@ -308,12 +311,14 @@ fn http_settings(store: &Store, name: &str) -> Settings {
         Some(ListenerKind::Http(h)) => Settings {
             request_headers_timeout: h.request_headers_timeout,
             max_request_headers: h.max_request_headers,
+            detection: None,
         },
         _ => Settings {
             request_headers_timeout: crate::snapshot::translate::DEFAULT_REQUEST_HEADERS_TIMEOUT,
             max_request_headers: crate::snapshot::translate::DEFAULT_MAX_REQUEST_HEADERS_KB
                 as usize
                 * 1024,
+            detection: None,
         },
     }
 }

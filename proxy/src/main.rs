@@ -26,6 +26,16 @@ struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// OTLP/gRPC collector for trace spans (e.g. http://127.0.0.1:4317); default:
+    /// OTEL_EXPORTER_OTLP_ENDPOINT. Without either, no spans are recorded.
+    #[arg(long, global = true)]
+    otlp_endpoint: Option<String>,
+    /// This proxy's workload name in metric labels.
+    #[arg(long, global = true, env = "WEFT_WORKLOAD", default_value = "weft")]
+    workload: String,
+    /// This proxy's namespace in metric labels.
+    #[arg(long, global = true, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +112,13 @@ enum Command {
         /// Upstream protocol: http1 or http2.
         #[arg(long, default_value = "http1")]
         upstream_protocol: String,
+        /// Access log: stdout, stderr or a file path (JSON lines).
+        #[arg(long)]
+        access_log: Option<String>,
+        /// Percentage of new traces sampled (spans need --otlp-endpoint or
+        /// OTEL_EXPORTER_OTLP_ENDPOINT).
+        #[arg(long)]
+        trace_sample_percent: Option<f64>,
     },
 }
 
@@ -125,6 +142,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let telemetry = weft_proxy::observe::TelemetryOptions {
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        workload: Some(cli.workload.clone()),
+        namespace: Some(cli.namespace.clone()),
+    };
     match cli.command {
         Command::Check { config } => Ok(check(&config)),
         Command::Explain {
@@ -142,6 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 proxy::Options {
                     admin,
                     no_admin: false,
+                    telemetry,
                 },
             )
             .await?;
@@ -158,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 port,
                 admin_port,
                 services_base,
+                telemetry,
             };
             let d = demo::start(opts).await?;
             print_demo(&d);
@@ -169,13 +193,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin,
             lb,
             upstream_protocol,
+            access_log,
+            trace_sample_percent,
         } => runtime(cli.workers)?.block_on(async move {
-            let loaded = reverse_proxy_config(listen, &to, &lb, &upstream_protocol)?;
+            let loaded = reverse_proxy_config(
+                listen,
+                &to,
+                &lb,
+                &upstream_protocol,
+                access_log,
+                trace_sample_percent,
+            )?;
             let proxy = Proxy::start(
                 loaded,
                 proxy::Options {
                     admin,
                     no_admin: false,
+                    telemetry,
                 },
             )
             .await?;
@@ -264,9 +298,14 @@ fn reverse_proxy_config(
     to: &[String],
     lb: &str,
     protocol: &str,
+    access_log: Option<String>,
+    trace_sample_percent: Option<f64>,
 ) -> anyhow::Result<Loaded> {
     let file = friendly::File {
         admin: None,
+        tracing: trace_sample_percent.map(|p| friendly::Tracing {
+            sample_percent: Some(p),
+        }),
         listeners: vec![friendly::Listener {
             name: "proxy".to_owned(),
             address: listen.to_string(),
@@ -284,6 +323,11 @@ fn reverse_proxy_config(
             }],
             virtual_hosts: Vec::new(),
             to: None,
+            access_log: access_log.map(|path| friendly::AccessLog {
+                path,
+                format: friendly::LogFormat::Json,
+                only_errors: false,
+            }),
         }],
         clusters: [(
             "upstream".to_owned(),

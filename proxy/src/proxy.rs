@@ -19,6 +19,7 @@ use weft_telemetry::{Registry, names};
 use crate::admin;
 use crate::config::{self, ConfigError, Loaded};
 use crate::listeners::{BindError, Listeners};
+use crate::observe::{Telemetry, TelemetryOptions};
 use crate::state::{State, Store};
 
 /// How often histogram samples are folded into buckets between scrapes. Often enough
@@ -34,6 +35,9 @@ pub enum Error {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A run-time part of the configuration could not be set up (an access-log file).
+    #[error("{0}")]
+    Setup(String),
     /// The admin server could not be bound.
     #[error("admin server: cannot bind {address}: {source}")]
     Admin {
@@ -52,6 +56,8 @@ pub struct Options {
     pub admin: Option<SocketAddr>,
     /// Run without an admin server (tests that start many proxies).
     pub no_admin: bool,
+    /// Span export and metric identity.
+    pub telemetry: TelemetryOptions,
 }
 
 /// A running proxy. Cheap to clone; all clones drive the same proxy.
@@ -64,6 +70,7 @@ pub struct Proxy {
 pub(crate) struct Inner {
     pub(crate) store: Arc<Store>,
     pub(crate) registry: Registry,
+    pub(crate) telemetry: Arc<Telemetry>,
     listeners: Listeners,
     apply_lock: tokio::sync::Mutex<()>,
     admin_addr: Option<SocketAddr>,
@@ -95,18 +102,23 @@ impl Proxy {
             ),
             None => None,
         };
-        let state = State::build(1, loaded.snapshot, loaded.resources, None, &registry).await;
+        let telemetry = Arc::new(Telemetry::new(registry.clone(), &options.telemetry));
+        let state = State::build(1, loaded.snapshot, loaded.resources, None, &telemetry)
+            .await
+            .map_err(Error::Setup)?;
         let store = Arc::new(Store::new(state));
         let listeners = Listeners::new(store.clone(), registry.clone());
         let prepared = listeners.prepare(&store.load().snapshot)?;
         listeners.commit(prepared);
         let updates = registry.counter(names::CONFIG_UPDATES_TOTAL, &[]);
         updates.increment(1);
+        mark_applied(&registry);
         let inner = Arc::new(Inner {
             store,
             rejections: registry.counter(names::CONFIG_REJECTIONS_TOTAL, &[]),
             updates,
             registry,
+            telemetry,
             listeners,
             apply_lock: tokio::sync::Mutex::new(()),
             admin_addr: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
@@ -138,18 +150,27 @@ impl Proxy {
             }
         };
         let version = prev.version + 1;
-        let state = State::build(
+        let state = match State::build(
             version,
             loaded.snapshot,
             loaded.resources,
             Some(&prev),
-            &self.inner.registry,
+            &self.inner.telemetry,
         )
-        .await;
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                // The prepared sockets are dropped unused: nothing changed.
+                self.rejected(&e);
+                return Err(Error::Setup(e));
+            }
+        };
         drop(prev);
         self.inner.store.publish(state);
         self.inner.listeners.commit(prepared);
         self.inner.updates.increment(1);
+        mark_applied(&self.inner.registry);
         *self
             .inner
             .last_rejection
@@ -215,11 +236,26 @@ impl Proxy {
         self.inner.registry.render()
     }
 
-    /// Stops accepting, drains open connections (bounded) and stops the admin server.
+    /// Stops accepting, drains open connections (bounded), stops the admin server and
+    /// writes out queued access-log records and spans (bounded).
     pub async fn shutdown(&self) {
         self.inner.stop.cancel();
         self.inner.listeners.shutdown().await;
+        let telemetry = self.inner.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || telemetry.flush(Duration::from_secs(5))).await;
     }
+
+    /// The process-wide telemetry (span exporter, access-log writers).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+}
+
+fn mark_applied(registry: &Registry) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    registry.gauge(names::CONFIG_LAST_APPLIED, &[]).set(now);
 }
 
 async fn upkeep(registry: Registry, stop: CancellationToken) {

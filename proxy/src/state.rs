@@ -14,6 +14,7 @@ use metrics::{Counter, Histogram};
 use weft_telemetry::{Registry, names};
 
 use crate::config::Resources;
+use crate::observe::{Identity, ListenerObserve, Telemetry};
 use crate::snapshot::{Action, ListenerKind, Snapshot};
 use crate::upstream::Cluster;
 
@@ -29,53 +30,104 @@ pub struct State {
     /// Run-time clusters, by the snapshot's cluster index.
     pub clusters: Vec<Arc<Cluster>>,
     /// Request metrics per route id, one entry per backend (local answers: one entry).
-    pub route_stats: Vec<Vec<RequestStats>>,
+    pub route_stats: Vec<Vec<Arc<RequestStats>>>,
     /// Request metrics for requests no route took, per listener index.
-    pub no_route_stats: Vec<RequestStats>,
+    pub no_route_stats: Vec<Arc<RequestStats>>,
+    /// Access logs and tracing per listener index.
+    pub observe: Vec<Arc<ListenerObserve>>,
+    /// Route timeouts hit, per route id.
+    pub route_timeouts: Vec<Counter>,
+    /// TCP metrics per listener index (`None` for HTTP listeners).
+    pub tcp_stats: Vec<Option<TcpStats>>,
 }
 
 impl State {
-    /// Builds the run-time parts of `snapshot`, reusing what `prev` already runs.
+    /// Builds the run-time parts of `snapshot`, reusing what `prev` already runs. Fails
+    /// (naming the listener) only when an access-log file cannot be opened.
     pub async fn build(
         version: u64,
         snapshot: Snapshot,
         resources: Resources,
         prev: Option<&State>,
-        registry: &Registry,
-    ) -> State {
+        telemetry: &Telemetry,
+    ) -> Result<State, String> {
+        let registry = &telemetry.registry;
+        let id = &telemetry.identity;
+        let mut observe = Vec::with_capacity(snapshot.listeners.len());
+        for l in &snapshot.listeners {
+            let built = match &l.kind {
+                ListenerKind::Http(h) => {
+                    ListenerObserve::build(telemetry, &h.access_logs, h.tracing)
+                }
+                ListenerKind::Tcp(t) => ListenerObserve::build(telemetry, &t.access_logs, None),
+            };
+            observe.push(Arc::new(
+                built.map_err(|e| format!("listener {:?}: {e}", l.name))?,
+            ));
+        }
         let mut clusters = Vec::with_capacity(snapshot.clusters.len());
         for c in &snapshot.clusters {
             let old = prev.and_then(|p| p.clusters.iter().find(|x| x.config.name == c.name));
             clusters.push(Cluster::build(c, old, registry).await);
         }
-        let mut route_stats: Vec<Vec<RequestStats>> =
+        let mut route_stats: Vec<Vec<Arc<RequestStats>>> =
             (0..snapshot.route_count).map(|_| Vec::new()).collect();
         let mut no_route_stats = Vec::new();
+        let mut route_timeouts = vec![Counter::noop(); snapshot.route_count];
+        let mut tcp_stats = Vec::with_capacity(snapshot.listeners.len());
         for l in &snapshot.listeners {
-            no_route_stats.push(RequestStats::new(registry, &l.name, "", ""));
+            tcp_stats.push(match &l.kind {
+                ListenerKind::Tcp(t) => Some(TcpStats {
+                    registry: registry.clone(),
+                    labels: t
+                        .backends
+                        .targets
+                        .iter()
+                        .map(|b| istio_labels(id, &l.name, "", &b.name))
+                        .collect(),
+                }),
+                ListenerKind::Http(_) => None,
+            });
+        }
+        for l in &snapshot.listeners {
+            no_route_stats.push(Arc::new(RequestStats::new(registry, id, &l.name, "", "")));
             let ListenerKind::Http(h) = &l.kind else {
                 continue;
             };
             for r in h.virtual_hosts.iter().flat_map(|v| &v.routes) {
+                route_timeouts[r.id] = registry.counter(
+                    names::TIMEOUTS_TOTAL,
+                    &[
+                        (names::label::LISTENER, l.name.to_string()),
+                        (names::label::ROUTE, r.name.to_string()),
+                    ],
+                );
                 route_stats[r.id] = match &r.action {
                     Action::Forward(f) => f
                         .backends
                         .targets
                         .iter()
-                        .map(|b| RequestStats::new(registry, &l.name, &r.name, &b.name))
+                        .map(|b| {
+                            Arc::new(RequestStats::new(registry, id, &l.name, &r.name, &b.name))
+                        })
                         .collect(),
-                    _ => vec![RequestStats::new(registry, &l.name, &r.name, "")],
+                    _ => vec![Arc::new(RequestStats::new(
+                        registry, id, &l.name, &r.name, "",
+                    ))],
                 };
             }
         }
-        State {
+        Ok(State {
             version,
             snapshot: Arc::new(snapshot),
             resources: Arc::new(resources),
             clusters,
             route_stats,
             no_route_stats,
-        }
+            observe,
+            route_timeouts,
+            tcp_stats,
+        })
     }
 }
 
@@ -104,74 +156,152 @@ impl Store {
     }
 }
 
-/// Request count and duration handles for one (listener, route, destination), cached by
-/// response code so the data path never looks a metric up by name.
+/// Istio request metrics for one (listener, route, destination), with handles cached by
+/// (status, flags, protocol, gRPC status) so the data path never looks a metric up by
+/// name.
 #[derive(Debug)]
 pub struct RequestStats {
     registry: Registry,
-    labels: [(&'static str, String); 4],
+    labels: Vec<(&'static str, String)>,
     by_code: RwLock<Vec<CodeStats>>,
 }
 
+/// Istio's standard labels, as a gateway reports them: the gateway is the source; the
+/// destination workload and the principals are `unknown` until peers are identified
+/// (mutual TLS). Weft adds the listener and route names.
+fn istio_labels(
+    id: &Identity,
+    listener: &str,
+    route: &str,
+    destination: &str,
+) -> Vec<(&'static str, String)> {
+    use names::label as l;
+    let unknown = || "unknown".to_owned();
+    vec![
+        (l::REPORTER, "gateway".to_owned()),
+        (l::SOURCE_WORKLOAD, id.workload.clone()),
+        (l::SOURCE_WORKLOAD_NAMESPACE, id.namespace.clone()),
+        (l::SOURCE_PRINCIPAL, unknown()),
+        (l::DESTINATION_WORKLOAD, unknown()),
+        (l::DESTINATION_WORKLOAD_NAMESPACE, unknown()),
+        (l::DESTINATION_PRINCIPAL, unknown()),
+        (
+            l::DESTINATION_SERVICE,
+            if destination.is_empty() {
+                unknown()
+            } else {
+                destination.to_owned()
+            },
+        ),
+        (l::CONNECTION_SECURITY_POLICY, unknown()),
+        (l::LISTENER, listener.to_owned()),
+        (l::ROUTE, route.to_owned()),
+    ]
+}
+
+/// Istio TCP metrics of one TCP listener, per backend. Looked up per connection (not per
+/// byte): a TCP connection lives long enough that the lookup does not matter.
+#[derive(Debug)]
+pub struct TcpStats {
+    registry: Registry,
+    labels: Vec<Vec<(&'static str, String)>>,
+}
+
+impl TcpStats {
+    /// The counter `name` for backend `backend` with response flag `flags`.
+    pub fn counter(&self, name: &'static str, backend: usize, flags: &'static str) -> Counter {
+        let Some(base) = self.labels.get(backend) else {
+            return Counter::noop();
+        };
+        let mut labels = base.clone();
+        labels.push((names::label::REQUEST_PROTOCOL, "tcp".to_owned()));
+        labels.push((names::label::RESPONSE_FLAGS, flags.to_owned()));
+        self.registry.counter(name, &labels)
+    }
+}
+
+/// Outcome combinations cached per route at most (codes x flags x protocols seen).
+const MAX_CACHED_OUTCOMES: usize = 256;
+
 impl RequestStats {
-    fn new(registry: &Registry, listener: &str, route: &str, destination: &str) -> Self {
+    fn new(
+        registry: &Registry,
+        id: &Identity,
+        listener: &str,
+        route: &str,
+        destination: &str,
+    ) -> Self {
         Self {
             registry: registry.clone(),
-            labels: [
-                (names::label::REPORTER, "gateway".to_owned()),
-                (names::label::LISTENER, listener.to_owned()),
-                (names::label::ROUTE, route.to_owned()),
-                (names::label::DESTINATION_SERVICE, destination.to_owned()),
-            ],
+            labels: istio_labels(id, listener, route, destination),
             by_code: RwLock::new(Vec::new()),
         }
     }
 
-    /// Counts one request answered with `status` after `elapsed`; `flags` is `-` for a
-    /// normal answer or the Envoy response flag of a local failure.
+    /// Counts one finished request: its status (0: none sent), response flag (`-`: none),
+    /// protocol (`http`/`grpc`), gRPC status, duration and body sizes.
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         status: u16,
         flags: &'static str,
         protocol: &'static str,
+        grpc: Option<u32>,
         elapsed: Duration,
+        request_bytes: u64,
+        response_bytes: u64,
     ) {
         let ms = elapsed.as_secs_f64() * 1000.0;
+        let grpc = grpc.unwrap_or(u32::MAX);
+        let observe = |e: &CodeStats| {
+            e.count.increment(1);
+            e.duration.record(ms);
+            e.request_bytes.record(request_bytes as f64);
+            e.response_bytes.record(response_bytes as f64);
+        };
         {
             let cache = self
                 .by_code
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(entry) = cache
-                .iter()
-                .find(|e| e.status == status && e.flags == flags && e.protocol == protocol)
-            {
-                entry.count.increment(1);
-                entry.duration.record(ms);
+            if let Some(entry) = cache.iter().find(|e| {
+                e.status == status && e.flags == flags && e.protocol == protocol && e.grpc == grpc
+            }) {
+                observe(entry);
                 return;
             }
         }
-        let mut labels: Vec<(&'static str, String)> = self.labels.to_vec();
+        let mut labels = self.labels.clone();
         labels.push((names::label::REQUEST_PROTOCOL, protocol.to_owned()));
         labels.push((names::label::RESPONSE_CODE, status.to_string()));
+        labels.push((
+            names::label::GRPC_RESPONSE_STATUS,
+            if grpc == u32::MAX {
+                String::new()
+            } else {
+                grpc.to_string()
+            },
+        ));
         labels.push((names::label::RESPONSE_FLAGS, flags.to_owned()));
-        let c = self.registry.counter(names::REQUESTS_TOTAL, &labels);
-        let h = self.registry.histogram(names::REQUEST_DURATION_MS, &labels);
-        c.increment(1);
-        h.record(ms);
+        let entry = CodeStats {
+            status,
+            flags,
+            protocol,
+            grpc,
+            count: self.registry.counter(names::REQUESTS_TOTAL, &labels),
+            duration: self.registry.histogram(names::REQUEST_DURATION_MS, &labels),
+            request_bytes: self.registry.histogram(names::REQUEST_BYTES, &labels),
+            response_bytes: self.registry.histogram(names::RESPONSE_BYTES, &labels),
+        };
+        observe(&entry);
         let mut cache = self
             .by_code
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A bounded cache: codes are at most a few hundred values per route.
-        if cache.len() < 256 {
-            cache.push(CodeStats {
-                status,
-                flags,
-                protocol,
-                count: c,
-                duration: h,
-            });
+        // Bounded: a client sending odd gRPC statuses cannot grow it without limit (the
+        // registry dedups the series; only the cache entry is skipped).
+        if cache.len() < MAX_CACHED_OUTCOMES {
+            cache.push(entry);
         }
     }
 }
@@ -181,6 +311,9 @@ struct CodeStats {
     status: u16,
     flags: &'static str,
     protocol: &'static str,
+    grpc: u32,
     count: Counter,
     duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
 }

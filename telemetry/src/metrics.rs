@@ -45,6 +45,18 @@ impl Registry {
                 Matcher::Full(names::REQUEST_DURATION_MS.to_owned()),
                 names::DURATION_MS_BUCKETS,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(names::REQUEST_BYTES.to_owned()),
+                    names::BYTES_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(names::RESPONSE_BYTES.to_owned()),
+                    names::BYTES_BUCKETS,
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -66,7 +78,7 @@ impl Registry {
         r.describe_histogram(
             names::REQUEST_DURATION_MS.into(),
             Some(Unit::Milliseconds),
-            "Time from request arrival to response headers.".into(),
+            "Time from request arrival to the end of its response.".into(),
         );
         r.describe_gauge(
             names::DOWNSTREAM_CONNECTIONS_ACTIVE.into(),

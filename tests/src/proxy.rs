@@ -62,6 +62,14 @@ impl TestProxy {
     /// Writes `yaml` to a fresh file and starts a proxy serving it, admin on
     /// `127.0.0.1:0`.
     pub async fn start(yaml: &str) -> anyhow::Result<TestProxy> {
+        Self::start_with(yaml, weft_proxy::observe::TelemetryOptions::default()).await
+    }
+
+    /// As [`TestProxy::start`], with telemetry options (an OTLP collector address).
+    pub async fn start_with(
+        yaml: &str,
+        telemetry: weft_proxy::observe::TelemetryOptions,
+    ) -> anyhow::Result<TestProxy> {
         crate::init_logging();
         let dir = fresh_dir()?;
         let path = dir.join("weft.yaml");
@@ -71,6 +79,7 @@ impl TestProxy {
         let options = Options {
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             no_admin: false,
+            telemetry,
         };
         let proxy = Proxy::start(loaded, options)
             .await
@@ -105,6 +114,11 @@ impl TestProxy {
     /// The configuration file.
     pub fn config_path(&self) -> &Path {
         &self.path
+    }
+
+    /// The proxy's own temporary directory (for access-log files; removed on drop).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Where listener `name` is bound.

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ConfigSource, DataSource, HeaderValue, HeaderValueOption,
@@ -33,6 +34,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options, http_protocol_options::explicit_http_config,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use indexmap::IndexMap;
 
@@ -104,6 +106,7 @@ pub fn compile(file: &friendly::File) -> Result<(Resources, Option<SocketAddr>),
                 let proxy = tcp::TcpProxy {
                     stat_prefix: l.name.clone(),
                     cluster_specifier: Some(spec),
+                    access_log: l.access_log.iter().map(access_log).collect(),
                     ..Default::default()
                 };
                 out.listeners
@@ -139,7 +142,21 @@ pub fn compile(file: &friendly::File) -> Result<(Resources, Option<SocketAddr>),
                         Some(route::route_match::PathSpecifier::ConnectMatcher(_))
                     )
                 });
-                let manager = http_connection_manager(&l.name, has_connect);
+                let mut manager = http_connection_manager(&l.name, has_connect);
+                manager.access_log = l.access_log.iter().map(access_log).collect();
+                if let Some(t) = &file.tracing {
+                    let percent = t.sample_percent.unwrap_or(100.0);
+                    if !(0.0..=100.0).contains(&percent) {
+                        cx.problem(
+                            YamlPath::root().key("tracing").key("sample_percent"),
+                            "a percentage from 0 to 100 is required",
+                        );
+                    }
+                    manager.tracing = Some(hcm::http_connection_manager::Tracing {
+                        random_sampling: Some(Percent { value: percent }),
+                        ..Default::default()
+                    });
+                }
                 out.listeners.push(listener(
                     &l.name,
                     addr,
@@ -973,6 +990,131 @@ fn listener(
             ..Default::default()
         }],
         ..Default::default()
+    }
+}
+
+/// An Envoy access-log entry: a file (or stdout/stderr) logger with a JSON format naming
+/// the fields Weft writes, and for `only_errors` an or-filter of "status >= 400" and
+/// "any response flag".
+fn access_log(a: &friendly::AccessLog) -> AccessLog {
+    use envoy_types::pb::envoy::config::accesslog::v3::{
+        AccessLogFilter, ComparisonFilter, OrFilter, ResponseFlagFilter, StatusCodeFilter,
+        access_log, access_log_filter::FilterSpecifier, comparison_filter,
+    };
+    use envoy_types::pb::envoy::config::core::v3::{
+        RuntimeUInt32, SubstitutionFormatString, substitution_format_string,
+    };
+    use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
+        FileAccessLog, file_access_log,
+    };
+    use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
+        StderrAccessLog, StdoutAccessLog, stderr_access_log, stdout_access_log,
+    };
+    let format = match a.format {
+        friendly::LogFormat::Json => Some(SubstitutionFormatString {
+            format: Some(substitution_format_string::Format::JsonFormat(
+                json_log_fields(),
+            )),
+            ..Default::default()
+        }),
+        friendly::LogFormat::Text => None,
+    };
+    let (name, config) = match a.path.as_str() {
+        "stdout" | "/dev/stdout" => (
+            "envoy.access_loggers.stdout",
+            pack(&StdoutAccessLog {
+                access_log_format: format.map(stdout_access_log::AccessLogFormat::LogFormat),
+            }),
+        ),
+        "stderr" | "/dev/stderr" => (
+            "envoy.access_loggers.stderr",
+            pack(&StderrAccessLog {
+                access_log_format: format.map(stderr_access_log::AccessLogFormat::LogFormat),
+            }),
+        ),
+        path => (
+            "envoy.access_loggers.file",
+            pack(&FileAccessLog {
+                path: path.to_owned(),
+                access_log_format: format.map(file_access_log::AccessLogFormat::LogFormat),
+            }),
+        ),
+    };
+    let filter = a.only_errors.then(|| AccessLogFilter {
+        filter_specifier: Some(FilterSpecifier::OrFilter(OrFilter {
+            filters: vec![
+                AccessLogFilter {
+                    filter_specifier: Some(FilterSpecifier::StatusCodeFilter(StatusCodeFilter {
+                        comparison: Some(ComparisonFilter {
+                            op: comparison_filter::Op::Ge as i32,
+                            value: Some(RuntimeUInt32 {
+                                default_value: 400,
+                                runtime_key: "access_log.min_status".to_owned(),
+                            }),
+                        }),
+                    })),
+                },
+                AccessLogFilter {
+                    filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(
+                        ResponseFlagFilter::default(),
+                    )),
+                },
+            ],
+        })),
+    });
+    AccessLog {
+        name: name.to_owned(),
+        filter,
+        config_type: Some(access_log::ConfigType::TypedConfig(config)),
+    }
+}
+
+/// The JSON record's keys with the Envoy command operator that fills each (what a
+/// reader of the Envoy resources sees; Weft writes these keys in this order).
+fn json_log_fields() -> envoy_types::pb::google::protobuf::Struct {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value};
+    const FIELDS: &[(&str, &str)] = &[
+        ("timestamp", "%START_TIME%"),
+        ("kind", "%PROTOCOL%"),
+        ("direction", "%TRAFFIC_DIRECTION%"),
+        ("listener", "%LISTENER_NAME%"),
+        ("route", "%ROUTE_NAME%"),
+        ("cluster", "%UPSTREAM_CLUSTER%"),
+        ("upstream_address", "%UPSTREAM_HOST%"),
+        ("downstream_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+        ("method", "%REQ(:METHOD)%"),
+        ("authority", "%REQ(:AUTHORITY)%"),
+        ("path", "%REQ(:PATH)%"),
+        ("protocol", "%PROTOCOL%"),
+        ("status", "%RESPONSE_CODE%"),
+        ("grpc_status", "%GRPC_STATUS_NUMBER%"),
+        ("response_flags", "%RESPONSE_FLAGS%"),
+        ("attempts", "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"),
+        ("bytes_received", "%BYTES_RECEIVED%"),
+        ("bytes_sent", "%BYTES_SENT%"),
+        ("duration_ms", "%DURATION%"),
+        ("upstream_ttfb_ms", "%RESPONSE_DURATION%"),
+        ("request_id", "%REQ(X-REQUEST-ID)%"),
+        ("trace_id", "%TRACE_ID%"),
+        ("span_id", "%SPAN_ID%"),
+        ("user_agent", "%REQ(USER-AGENT)%"),
+        ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+        ("peer_identity", "%DOWNSTREAM_PEER_URI_SAN%"),
+        ("authz_decision", "%DYNAMIC_METADATA(weft.authz:decision)%"),
+        ("authz_rule", "%DYNAMIC_METADATA(weft.authz:rule)%"),
+    ];
+    Struct {
+        fields: FIELDS
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (*k).to_owned(),
+                    Value {
+                        kind: Some(value::Kind::StringValue((*v).to_owned())),
+                    },
+                )
+            })
+            .collect(),
     }
 }
 

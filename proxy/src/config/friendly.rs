@@ -36,6 +36,45 @@ pub struct File {
     /// Named groups of upstream endpoints, in file order.
     #[serde(default)]
     pub clusters: IndexMap<String, Cluster>,
+    /// Tracing for every HTTP listener; absent: no spans, trace headers passed as is.
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
+}
+
+/// Trace sampling (the collector is a process setting: `OTEL_EXPORTER_OTLP_ENDPOINT`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// Percentage of new traces sampled (0 to 100; default 100). Requests whose caller
+    /// decided already follow that decision; `x-weft-debug: 1` is always sampled.
+    #[serde(default)]
+    pub sample_percent: Option<f64>,
+}
+
+/// An access log: one line per request (HTTP) or connection (TCP).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// `stdout`, `stderr` or a file path (appended to, created if missing).
+    pub path: String,
+    /// `json` (default): one JSON object per line; `text`: Envoy's default line.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Log only failures: status 400 and above, or a response flag (no route, reset,
+    /// timeout, ...).
+    #[serde(default)]
+    pub only_errors: bool,
+}
+
+/// Access log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Envoy's default text line.
+    Text,
 }
 
 /// Admin server settings.
@@ -77,6 +116,9 @@ pub struct Listener {
     /// The cluster(s) a TCP listener forwards to.
     #[serde(default)]
     pub to: Option<Backends>,
+    /// Where this listener's access log goes (none by default).
+    #[serde(default)]
+    pub access_log: Option<AccessLog>,
 }
 
 /// Routes that apply to a set of `Host` values.

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::observe::{Counted, Observed};
 use crate::upstream::h1::ResponseBody;
 
 /// Boxed error for bodies and services.
@@ -30,6 +31,11 @@ pub enum Body {
     /// Streamed from a pooled HTTP/1.1 upstream connection, reused once this ends.
     /// (Boxed: it is large, and the body travels by value through several layers.)
     Upstream(Box<ResponseBody>),
+    /// A response body whose end (or abandonment) finishes the request's metrics, log
+    /// record and spans.
+    Observed(Box<Observed>),
+    /// A request body whose bytes are counted on the way upstream.
+    Counted(Box<Counted>),
 }
 
 impl Body {
@@ -63,6 +69,8 @@ impl http_body::Body for Body {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Upstream(b) => Pin::new(&mut **b).poll_frame(cx),
+            Self::Observed(b) => b.poll_frame(cx),
+            Self::Counted(b) => b.poll_frame(cx),
         }
     }
 
@@ -72,6 +80,8 @@ impl http_body::Body for Body {
             Self::Full(b) => b.is_none(),
             Self::Incoming(b) => b.is_end_stream(),
             Self::Upstream(b) => b.is_end_stream(),
+            Self::Observed(b) => b.is_end_stream(),
+            Self::Counted(b) => b.is_end_stream(),
         }
     }
 
@@ -81,6 +91,8 @@ impl http_body::Body for Body {
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Incoming(b) => b.size_hint(),
             Self::Upstream(b) => b.size_hint(),
+            Self::Observed(b) => b.size_hint(),
+            Self::Counted(b) => b.size_hint(),
         }
     }
 }

@@ -6,21 +6,27 @@
 //!                                                   headers -> cluster (balance, pool)
 //!                                                   within the route timeout -> response
 //! ```
-//! Every outcome, local or proxied, is counted once with its route and destination.
+//! Every outcome, local or proxied, is observed once with its route and destination:
+//! the response body carries an [`Exchange`] that records metrics, the access-log record
+//! and spans when the body ends (see [`crate::observe`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
+use weft_telemetry::propagation;
 
 use super::body::Body;
 use super::error::ProxyError;
 use super::headers;
 use super::upgrade;
+use crate::observe::{self, Attempt, Counted, Detail, Exchange, Observed, Traced, grpc_status};
 use crate::snapshot::route::{self, Forward, RequestView, Route, VirtualHost};
 use crate::snapshot::{Action, ListenerKind};
 use crate::state::{State, Store};
@@ -69,6 +75,18 @@ pub async fn handle(
         Ok(h) => h,
         Err(e) => return Ok(e.into_response()),
     };
+    let observe = &state.observe[li];
+    // Strings for a log record or a span are copied only when something will use them.
+    let mut detail = (!observe.logs.is_empty() || observe.tracing.is_some()).then(|| {
+        Box::new(Detail::new(
+            observe.clone(),
+            listener.name.clone(),
+            ctx.peer,
+            ctx.scheme,
+            host,
+            &req,
+        ))
+    });
     let selected = {
         let view = RequestView {
             method: req.method(),
@@ -83,9 +101,23 @@ pub async fn handle(
     };
     let Some((vhost, route)) = selected else {
         let err = ProxyError::NoRoute;
-        state.no_route_stats[li].record(404, err.response_flag(), protocol, started.elapsed());
-        return Ok(err.into_response());
+        let flags = err.response_flag();
+        let exchange = Exchange {
+            started,
+            stats: state.no_route_stats[li].clone(),
+            protocol,
+            status: 404,
+            flags,
+            grpc_status: None,
+            request_bytes: None,
+            detail,
+        };
+        return Ok(observed(err.into_response(), exchange));
     };
+    if let Some(d) = &mut detail {
+        d.route = route.name.clone();
+    }
+    let mut request_bytes = None;
     let (resp, backend, flags) = match &route.action {
         Action::Respond(r) => {
             let mut resp = Response::new(Body::full(r.body.clone()));
@@ -118,11 +150,20 @@ pub async fn handle(
             (resp, 0, "-")
         }
         Action::Forward(f) => {
-            let (index, result) = forward(&ctx, &state, vhost, route, f, req, started).await;
+            let mut fwd = Forwarding {
+                detail: detail.as_deref_mut(),
+                request_bytes: None,
+            };
+            let (index, result) =
+                forward(&ctx, &state, vhost, route, f, req, started, &mut fwd).await;
+            request_bytes = fwd.request_bytes;
             match result {
                 Ok(resp) => (resp, index, "-"),
                 Err(e) => {
                     let flag = e.response_flag();
+                    if matches!(e, ProxyError::Timeout) {
+                        route_timeouts(&state, route.id);
+                    }
                     tracing::debug!(route = %route.name, error = %e, cause = ?std::error::Error::source(&e), "local reply");
                     (e.into_response(), index, flag)
                 }
@@ -137,13 +178,45 @@ pub async fn handle(
         vhost.response_headers.apply(resp.headers_mut());
         route.response_headers.apply(resp.headers_mut());
     }
-    if let Some(stats) = state.route_stats.get(route.id).and_then(|s| s.get(backend)) {
-        stats.record(resp.status().as_u16(), flags, protocol, started.elapsed());
+    let Some(stats) = state.route_stats.get(route.id).and_then(|s| s.get(backend)) else {
+        return Ok(resp);
+    };
+    let exchange = Exchange {
+        started,
+        stats: stats.clone(),
+        protocol,
+        status: resp.status().as_u16(),
+        flags,
+        grpc_status: if protocol == "grpc" {
+            grpc_status(resp.headers())
+        } else {
+            None
+        },
+        request_bytes,
+        detail,
+    };
+    Ok(observed(resp, exchange))
+}
+
+/// Puts the response body under observation: the exchange finishes when it ends.
+fn observed(resp: Response<Body>, exchange: Exchange) -> Response<Body> {
+    resp.map(|b| Body::Observed(Box::new(Observed::new(b, exchange))))
+}
+
+fn route_timeouts(state: &State, route: usize) {
+    if let Some(c) = state.route_timeouts.get(route) {
+        c.increment(1);
     }
-    Ok(resp)
+}
+
+/// What forwarding reports back for observation.
+struct Forwarding<'a> {
+    detail: Option<&'a mut Detail>,
+    request_bytes: Option<Arc<AtomicU64>>,
 }
 
 /// Forwards to the route's cluster. Returns the backend index used (for metrics).
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     ctx: &ConnCtx,
     state: &State,
@@ -152,6 +225,7 @@ async fn forward(
     f: &Forward,
     mut req: Request<Incoming>,
     started: Instant,
+    fwd: &mut Forwarding<'_>,
 ) -> (usize, Result<Response<Body>, ProxyError>) {
     let index = if f.backends.targets.len() == 1 {
         0
@@ -164,6 +238,9 @@ async fn forward(
             .unwrap_or(0)
     };
     let backend = &f.backends.targets[index];
+    if let Some(d) = fwd.detail.as_deref_mut() {
+        d.cluster = backend.name.clone();
+    }
     let Some(cluster) = state.clusters.get(backend.cluster) else {
         return (index, Err(ProxyError::NoHealthyUpstream));
     };
@@ -247,8 +324,24 @@ async fn forward(
         Ok(u) => u,
         Err(e) => return (index, Err(e)),
     };
-    let upstream_req = Request::from_parts(parts, Body::Incoming(body));
-    let sent = cluster.send(upstream_req, hash, started);
+    if let Some(d) = fwd.detail.as_deref_mut() {
+        let text = |h: &http::HeaderMap, n: &str| {
+            h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        };
+        d.request_id = text(&parts.headers, "x-request-id");
+        d.forwarded_for = text(&parts.headers, "x-forwarded-for");
+        trace_attempt(d, &mut parts.headers);
+    }
+    let body = if body.is_end_stream() {
+        Body::Incoming(body)
+    } else {
+        let count = Arc::new(AtomicU64::new(0));
+        fwd.request_bytes = Some(count.clone());
+        Body::Counted(Box::new(Counted::new(body, count)))
+    };
+    let upstream_req = Request::from_parts(parts, body);
+    let mut upstream = None;
+    let sent = cluster.send(upstream_req, hash, started, &mut upstream);
     let result = match f.timeout {
         Some(t) => match tokio::time::timeout(t, sent).await {
             Ok(r) => r,
@@ -256,6 +349,21 @@ async fn forward(
         },
         None => sent.await,
     };
+    if let Some(d) = fwd.detail.as_deref_mut() {
+        d.upstream = upstream;
+        d.attempts += 1;
+        if let Some(t) = &mut d.traced
+            && let Some(a) = t.attempts.last_mut()
+        {
+            a.upstream = upstream;
+            if let Err(e) = &result {
+                a.failed = Some((Instant::now(), e.response_flag()));
+            }
+        }
+        if result.is_ok() {
+            d.ttfb = Some(started.elapsed());
+        }
+    }
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => return (index, Err(e)),
@@ -279,6 +387,40 @@ async fn forward(
         headers::strip_hop_by_hop(resp.headers_mut(), None);
     }
     (index, Ok(resp))
+}
+
+/// Starts an upstream attempt's trace: decides sampling (once per request), and writes
+/// the trace context the upstream gets, with this attempt's span as the parent.
+fn trace_attempt(d: &mut Detail, headers: &mut http::HeaderMap) {
+    let Some(spec) = d.observe.tracing else {
+        return;
+    };
+    let decision = observe::decide_trace(headers, &spec);
+    let span_id = propagation::new_span_id();
+    propagation::inject(
+        headers,
+        &propagation::Outgoing {
+            trace_id: decision.trace_id,
+            span_id,
+            sampled: decision.sampled,
+            tracestate: decision.tracestate.as_ref(),
+            also: decision.b3,
+        },
+    );
+    if decision.sampled {
+        let traced = d.traced.get_or_insert_with(|| Traced {
+            trace_id: decision.trace_id,
+            server_span: propagation::new_span_id(),
+            parent: decision.parent,
+            attempts: Vec::new(),
+        });
+        traced.attempts.push(Attempt {
+            span_id,
+            start: Instant::now(),
+            failed: None,
+            upstream: None,
+        });
+    }
 }
 
 /// The request target in origin form (`/path?query`), what an HTTP/1.1 upstream gets.

@@ -16,19 +16,53 @@ use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use metrics::Counter;
 use tokio::net::TcpStream;
 
 use crate::drain::{DRAIN_TIMEOUT, Watch};
 
 use super::handler::{self, ConnCtx};
 
+/// Protocol detection outcomes of one listener (`weft_protocol_detection_total`).
+#[derive(Debug)]
+pub struct DetectCounters {
+    http1: Counter,
+    http2: Counter,
+    timeout: Counter,
+    closed: Counter,
+}
+
+impl DetectCounters {
+    /// Counters for listener `listener`.
+    pub fn new(registry: &weft_telemetry::Registry, listener: &str) -> Self {
+        use weft_telemetry::names::{PROTOCOL_DETECTION_TOTAL as N, label};
+        let c = |outcome: &str| {
+            registry.counter(
+                N,
+                &[
+                    (label::LISTENER, listener.to_owned()),
+                    (label::OUTCOME, outcome.to_owned()),
+                ],
+            )
+        };
+        Self {
+            http1: c("http1"),
+            http2: c("http2"),
+            timeout: c("timeout"),
+            closed: c("closed"),
+        }
+    }
+}
+
 /// Connection settings of an HTTP listener.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Time to receive a request's headers.
     pub request_headers_timeout: Duration,
     /// Largest request header block, in bytes.
     pub max_request_headers: usize,
+    /// Where detection outcomes are counted.
+    pub detection: Option<Arc<DetectCounters>>,
 }
 
 /// Smallest read buffer hyper accepts for HTTP/1.
@@ -45,12 +79,32 @@ enum Protocol {
 
 /// Serves `stream` until the client closes it, or `drain` fires and it has wound down.
 pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, mut drain: Watch) {
-    let protocol =
-        match tokio::time::timeout(settings.request_headers_timeout, detect(&stream)).await {
-            Ok(Ok(Some(p))) => p,
-            // Closed, failed, or silent past the header timeout: nothing to serve.
-            _ => return,
-        };
+    let detected = tokio::time::timeout(settings.request_headers_timeout, detect(&stream)).await;
+    let counters = settings.detection.as_deref();
+    let protocol = match detected {
+        Ok(Ok(Some(p))) => {
+            if let Some(c) = counters {
+                match p {
+                    Protocol::Http1 => c.http1.increment(1),
+                    Protocol::Http2 => c.http2.increment(1),
+                }
+            }
+            p
+        }
+        // Closed, failed, or silent past the header timeout: nothing to serve.
+        Ok(_) => {
+            if let Some(c) = counters {
+                c.closed.increment(1);
+            }
+            return;
+        }
+        Err(_) => {
+            if let Some(c) = counters {
+                c.timeout.increment(1);
+            }
+            return;
+        }
+    };
     let service = hyper::service::service_fn(move |req| handler::handle(ctx.clone(), req));
     let io = TokioIo::new(stream);
     let result = match protocol {

@@ -87,6 +87,51 @@ pub struct HttpListener {
     pub request_headers_timeout: Duration,
     /// Largest request header block accepted, in bytes.
     pub max_request_headers: usize,
+    /// Access logs written for every request (that passes each log's filter).
+    pub access_logs: Vec<AccessLogSpec>,
+    /// Tracing: `None` leaves trace headers alone and records no spans.
+    pub tracing: Option<TracingSpec>,
+}
+
+/// One access log of a listener (Envoy's `access_log` entries).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessLogSpec {
+    /// Where the lines go.
+    pub sink: weft_telemetry::access_log::Sink,
+    /// JSON (Weft's record) or text (Envoy's default line).
+    pub format: weft_telemetry::access_log::Format,
+    /// Which requests are logged.
+    pub filter: LogFilter,
+}
+
+/// Which requests an access log records. With neither condition set, every one; with
+/// both, those meeting either (Envoy's `or_filter` of a status-code filter and a
+/// response-flag filter).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Log responses with at least this status (and requests that got no response).
+    pub min_status: Option<u16>,
+    /// Log requests with any response flag (a local failure: no route, reset, ...).
+    pub flagged: bool,
+}
+
+impl LogFilter {
+    /// Whether a request that ended with `status` and `flags` (`-` for none) is logged.
+    pub fn accepts(&self, status: u16, flags: &str) -> bool {
+        if self.min_status.is_none() && !self.flagged {
+            return true;
+        }
+        self.min_status.is_some_and(|m| status >= m || status == 0)
+            || (self.flagged && flags != "-")
+    }
+}
+
+/// Tracing settings of a listener (Envoy's `tracing` in the connection manager).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TracingSpec {
+    /// Share of new traces sampled, 0.0 to 1.0 (Envoy's `random_sampling` / 100).
+    /// Requests whose caller already decided follow that decision.
+    pub sample_ratio: f64,
 }
 
 /// A TCP proxy.
@@ -96,6 +141,8 @@ pub struct TcpListener {
     pub backends: Backends,
     /// Idle time after which a proxied connection is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Access logs written for every connection (that passes each log's filter).
+    pub access_logs: Vec<AccessLogSpec>,
 }
 
 /// How a cluster finds its endpoints.

@@ -45,6 +45,8 @@ pub struct ConnectCounters {
     pub opened: Counter,
     /// Connection attempts that failed.
     pub failed: Counter,
+    /// Requests sent again because a reused connection turned out closed.
+    pub retried: Counter,
 }
 
 /// A pooled client for one endpoint.
@@ -71,6 +73,15 @@ struct Idle {
 }
 
 impl HttpClient {
+    /// Idle pooled HTTP/1.1 connections right now.
+    pub fn idle_connections(&self) -> usize {
+        self.shared
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// A client for `addr` speaking `protocol`.
     pub fn new(
         addr: SocketAddr,
@@ -125,7 +136,10 @@ impl HttpClient {
                 Ok(resp) => return Ok(resp),
                 Err(h1::SendError {
                     retry: Some(again), ..
-                }) if reused => req = *again,
+                }) if reused => {
+                    self.shared.counters.retried.increment(1);
+                    req = *again;
+                }
                 Err(e) => return Err(e.error),
             }
         }
@@ -310,6 +324,7 @@ mod tests {
         let counters = ConnectCounters {
             opened: reg.counter("t_opened", &[]),
             failed: reg.counter("t_failed", &[]),
+            retried: reg.counter("t_retried", &[]),
         };
         let addr = l.local_addr().unwrap();
         let client = HttpClient::new(

@@ -105,6 +105,7 @@ impl Cluster {
             counters: ConnectCounters {
                 opened: registry.counter(names::UPSTREAM_CONNECTIONS_TOTAL, &label),
                 failed: registry.counter(names::UPSTREAM_CONNECT_FAILURES_TOTAL, &label),
+                retried: registry.counter(names::UPSTREAM_RETRIES_TOTAL, &label),
             },
             endpoints_gauge: registry.gauge(names::CLUSTER_ENDPOINTS, &label),
             resolved: Mutex::new(prev.map(|p| p.resolved_snapshot()).unwrap_or_default()),
@@ -286,14 +287,17 @@ impl Cluster {
 
     /// Sends `req` to an endpoint of this cluster, tracking its load. `started` is when
     /// the request arrived (the round trip measured includes the proxy's own few
-    /// microseconds, which every endpoint pays alike).
+    /// microseconds, which every endpoint pays alike). The endpoint picked is written to
+    /// `upstream` as soon as it is known (so it is there even if the caller times out).
     pub async fn send(
         &self,
         req: Request<Body>,
         hash: Option<u64>,
         started: Instant,
+        upstream: &mut Option<SocketAddr>,
     ) -> Result<Response<Body>, ProxyError> {
         let endpoint = self.pick(hash).ok_or(ProxyError::NoHealthyUpstream)?;
+        *upstream = Some(endpoint.addr);
         let in_flight = endpoint.load.start();
         let result = endpoint.client.send(req).await;
         let now = Instant::now();

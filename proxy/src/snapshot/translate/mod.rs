@@ -461,6 +461,7 @@ impl Translator {
         Some(TcpListener {
             backends,
             idle_timeout: (!idle.is_zero()).then_some(idle),
+            access_logs: self.access_logs(&p.access_log, place),
         })
     }
 
@@ -528,6 +529,8 @@ impl Translator {
                 .unwrap_or(DEFAULT_MAX_REQUEST_HEADERS_KB)
                 as usize
                 * 1024,
+            access_logs: self.access_logs(&m.access_log, place),
+            tracing: self.tracing(m.tracing.as_ref(), place),
         })
     }
 
@@ -1201,5 +1204,6 @@ pub fn parse_domain(d: &str) -> Result<Domain, String> {
 /// Re-exported for the data path: the route module's decision functions.
 pub use route::{select_route, select_vhost};
 
+mod observe;
 #[cfg(test)]
 mod tests;

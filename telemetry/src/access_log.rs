@@ -1,0 +1,1239 @@
+//! Access logs: one line per HTTP request and per TCP connection, written off the data path.
+//!
+//! The proxy builds an [`AccessRecord`] when a request (or connection) ends and hands it to
+//! [`AccessLog::log`]. That call only moves the record into a bounded queue: it never blocks,
+//! never formats and never touches the sink. A dedicated thread (`weft-access-log`) takes
+//! records off the queue in batches, formats them ([`format_json`] or [`format_text`]) into
+//! one reused buffer, writes each batch with a single write and flushes it.
+//!
+//! Why: a sink can stall. A full disk, a slow network file system, or a pipe on stdout that
+//! nobody reads (a container runtime whose log collector is wedged) all block `write`. If the
+//! request path wrote the line itself, every worker thread would end up blocked in `write`
+//! and traffic would stop because logging stopped. With the queue in between, a stalled
+//! sink costs only log lines: when the queue is full, [`AccessLog::log`] drops the record and
+//! increments the `dropped` counter, so the loss is visible on a dashboard instead of as an
+//! outage. Records that reach the sink are counted in `written`; a record is always counted
+//! exactly once, in one or the other.
+//!
+//! Each record is exactly one line whatever its fields contain: JSON strings are escaped by
+//! `serde_json`, and the quoted fields of the text format escape quotes, backslashes and
+//! control characters, so a hostile header can't forge or split a line.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics::Counter;
+use serde::Serialize;
+
+/// Records the writer takes off the queue before writing them out as one batch.
+const MAX_BATCH: usize = 1024;
+
+/// Above this size the reused format buffer is shrunk back after a batch, so one burst of
+/// huge records doesn't pin that memory for the life of the process.
+const MAX_IDLE_BUFFER: usize = 1024 * 1024;
+
+/// How long [`AccessLog::flush_blocking`] sleeps between attempts to queue its marker while
+/// the queue is full.
+const FLUSH_RETRY: Duration = Duration::from_millis(1);
+
+/// Where lines go.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Sink {
+    /// The process's standard output.
+    Stdout,
+    /// The process's standard error.
+    Stderr,
+    /// A file, opened for append and created if missing.
+    File(PathBuf),
+}
+
+/// Line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Format {
+    /// One JSON object per line (see [`format_json`]).
+    #[default]
+    Json,
+    /// Envoy's default text format (see [`format_text`]).
+    Text,
+}
+
+/// What a record describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// One HTTP request (serialized as `"http"`).
+    Http,
+    /// One TCP connection (serialized as `"tcp"`).
+    Tcp,
+}
+
+/// One access-log record, built by the proxy per request (or per TCP connection).
+///
+/// Every field is owned or cheap to move, so handing a record to [`AccessLog::log`] costs a
+/// move and one allocation (the queue holds records boxed).
+#[derive(Clone, Debug)]
+pub struct AccessRecord {
+    /// When the request (or TCP connection) arrived.
+    pub start_time: SystemTime,
+    /// HTTP request or TCP connection.
+    pub kind: Kind,
+    /// `"gateway"`, `"inbound"` or `"outbound"`.
+    pub direction: &'static str,
+    /// Name of the listener that accepted the connection.
+    pub listener: Arc<str>,
+    /// Name of the matched route; empty when no route matched.
+    pub route: Arc<str>,
+    /// Name of the upstream cluster; empty when the request was not forwarded.
+    pub cluster: Arc<str>,
+    /// Address of the upstream endpoint of the last attempt, if one was picked.
+    pub upstream_address: Option<SocketAddr>,
+    /// Address of the downstream peer.
+    pub downstream_address: SocketAddr,
+    /// Request method; `None` for TCP.
+    pub method: Option<http::Method>,
+    /// `:authority` or `Host`.
+    pub authority: String,
+    /// Path and query as received.
+    pub path: String,
+    /// `"HTTP/1.0"`, `"HTTP/1.1"`, `"HTTP/2"` or `"TCP"`.
+    pub protocol: &'static str,
+    /// Response status; 0 when no response was sent (TCP, or the client went away first).
+    pub status: u16,
+    /// `grpc-status` of the response, for gRPC.
+    pub grpc_status: Option<u32>,
+    /// Envoy response flags (`"NR"`, `"UF"`, `"UT"`, `"UC"`, `"DC"`, `"URX"`, `"RL"`,
+    /// `"UAEX"`, comma-separated when several), `"-"` when none.
+    pub response_flags: Cow<'static, str>,
+    /// Upstream attempts made (retries included).
+    pub attempts: u32,
+    /// Request body bytes (TCP: bytes from downstream).
+    pub bytes_received: u64,
+    /// Response body bytes (TCP: bytes to downstream).
+    pub bytes_sent: u64,
+    /// Total time, from arrival to the last byte (TCP: to connection close).
+    pub duration: Duration,
+    /// Time from arrival to the first byte (headers) of the upstream response.
+    pub upstream_ttfb: Option<Duration>,
+    /// `x-request-id`.
+    pub request_id: Option<String>,
+    /// Trace id, lowercase hex.
+    pub trace_id: Option<String>,
+    /// Span id, lowercase hex.
+    pub span_id: Option<String>,
+    /// `user-agent` of the request.
+    pub user_agent: Option<String>,
+    /// `x-forwarded-for` as sent upstream.
+    pub forwarded_for: Option<String>,
+    /// SPIFFE id of the peer (`None` until mTLS exists).
+    pub peer_identity: Option<String>,
+    /// `"allow"` or `"deny"` (`None` until authorization exists).
+    pub authz_decision: Option<&'static str>,
+    /// Name of the authorization rule that decided.
+    pub authz_rule: Option<String>,
+}
+
+/// A writer of access-log lines, shared by every listener that logs to the same sink.
+///
+/// Cheap to clone. The writer thread ends, after writing what is still queued, when the last
+/// clone is dropped.
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: SyncSender<Message>,
+    sink: Sink,
+    format: Format,
+    dropped: Counter,
+}
+
+/// What travels through the queue. Records are boxed so each queue slot stays small: the
+/// channel allocates all of its slots up front.
+enum Message {
+    Record(Box<AccessRecord>),
+    /// Acknowledged once every message queued before it has been written (or dropped).
+    Flush(Sender<()>),
+}
+
+/// Why an access log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    /// The file could not be opened for append.
+    #[error("cannot open access log {path}: {source}")]
+    Open {
+        /// The file's path.
+        path: PathBuf,
+        /// Why it could not be opened.
+        source: io::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the access-log writer thread: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+impl AccessLog {
+    /// Opens the sink and starts the writer thread (named `weft-access-log`).
+    ///
+    /// A [`Sink::File`] is opened here, so a bad path is an error now rather than a stream of
+    /// dropped records later. `capacity` is the most records queued at once (at least 1);
+    /// `written` and `dropped` are incremented per record written and per record lost.
+    pub fn open(
+        sink: Sink,
+        format: Format,
+        capacity: usize,
+        written: Counter,
+        dropped: Counter,
+    ) -> Result<AccessLog, AccessLogError> {
+        let writer: Box<dyn Write + Send> = match &sink {
+            Sink::Stdout => Box::new(io::stdout()),
+            Sink::Stderr => Box::new(io::stderr()),
+            Sink::File(path) => Box::new(
+                OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+                    .map_err(|source| AccessLogError::Open {
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+        };
+        Self::open_writer(sink, writer, format, capacity, written, dropped)
+    }
+
+    /// [`AccessLog::open`] over an already open writer; `sink` only labels it.
+    fn open_writer(
+        sink: Sink,
+        writer: Box<dyn Write + Send>,
+        format: Format,
+        capacity: usize,
+        written: Counter,
+        dropped: Counter,
+    ) -> Result<AccessLog, AccessLogError> {
+        // A zero-capacity sync channel is a rendezvous: nearly every record would be dropped.
+        let (queue, rx) = mpsc::sync_channel(capacity.max(1));
+        let writer = Writer::new(sink.clone(), writer, format, written, dropped.clone());
+        std::thread::Builder::new()
+            .name("weft-access-log".to_owned())
+            .spawn(move || writer.run(rx))
+            .map_err(AccessLogError::Spawn)?;
+        Ok(AccessLog {
+            inner: Arc::new(Inner {
+                queue,
+                sink,
+                format,
+                dropped,
+            }),
+        })
+    }
+
+    /// Queues `record` for writing. Never blocks: when the queue is full (or the writer is
+    /// gone) the record is dropped and counted in `dropped`.
+    pub fn log(&self, record: AccessRecord) {
+        match self.inner.queue.try_send(Message::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.inner.dropped.increment(1);
+            }
+        }
+    }
+
+    /// Where this log writes.
+    pub fn sink(&self) -> &Sink {
+        &self.inner.sink
+    }
+
+    /// The line format of this log.
+    pub fn format(&self) -> Format {
+        self.inner.format
+    }
+
+    /// Waits until every record queued before this call has been written (or dropped after a
+    /// write error) and the sink flushed. Returns false when that did not happen within about
+    /// `timeout`, or the writer thread is gone.
+    ///
+    /// Blocks the calling thread: for tests and shutdown, never for the data path.
+    pub fn flush_blocking(&self, timeout: Duration) -> bool {
+        let (ack, acked) = mpsc::channel();
+        let mut marker = Message::Flush(ack);
+        // `SyncSender` has no `send_timeout`; retry while the queue is full. The budget is
+        // counted down rather than measured against a clock so this behaves the same inside
+        // a paused-time test runtime.
+        let mut remaining = timeout;
+        loop {
+            match self.inner.queue.try_send(marker) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => {
+                    if remaining.is_zero() {
+                        return false;
+                    }
+                    let step = remaining.min(FLUSH_RETRY);
+                    std::thread::sleep(step);
+                    remaining -= step;
+                    marker = back;
+                }
+            }
+        }
+        acked.recv_timeout(remaining).is_ok()
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    sink: Sink,
+    out: Box<dyn Write + Send>,
+    format: Format,
+    /// Formatted lines not yet written; reused across batches.
+    buf: Vec<u8>,
+    /// Records in `buf`.
+    lines: u64,
+    written: Counter,
+    dropped: Counter,
+    /// The last write failed and was reported; the next failure stays quiet.
+    failing: bool,
+    /// A failed write left part of a line in the sink; the next write starts a new line.
+    torn: bool,
+}
+
+impl Writer {
+    fn new(
+        sink: Sink,
+        out: Box<dyn Write + Send>,
+        format: Format,
+        written: Counter,
+        dropped: Counter,
+    ) -> Writer {
+        Writer {
+            sink,
+            out,
+            format,
+            buf: Vec::with_capacity(64 * 1024),
+            lines: 0,
+            written,
+            dropped,
+            failing: false,
+            torn: false,
+        }
+    }
+
+    /// Writes batches until every sender is gone and the queue is empty.
+    fn run(mut self, rx: Receiver<Message>) {
+        while let Ok(first) = rx.recv() {
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Record(record) => {
+                        match self.format {
+                            Format::Json => format_json(&record, &mut self.buf),
+                            Format::Text => format_text(&record, &mut self.buf),
+                        }
+                        self.lines += 1;
+                    }
+                    Message::Flush(ack) => {
+                        self.write_pending();
+                        // The flusher may have given up waiting; nothing to do then.
+                        let _ = ack.send(());
+                    }
+                }
+                taken += 1;
+                if taken < MAX_BATCH {
+                    // Empty or disconnected: write this batch, then `recv` tells which.
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.write_pending();
+        }
+    }
+
+    /// Writes and flushes what is buffered, counting every buffered record as written or
+    /// dropped.
+    fn write_pending(&mut self) {
+        if self.lines == 0 {
+            return;
+        }
+        let result = self.write_buf();
+        match result {
+            Ok(()) => {
+                self.written.increment(self.lines);
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!(sink = ?self.sink, "access log writes resumed");
+                }
+                if let Err(error) = self.out.flush() {
+                    // The lines were accepted by the sink; only their delivery is delayed.
+                    self.report(&error);
+                }
+            }
+            Err((written_bytes, error)) => {
+                let complete = count_lines(&self.buf[..written_bytes]);
+                self.written.increment(complete);
+                self.dropped.increment(self.lines - complete);
+                self.torn = written_bytes > 0 && self.buf[written_bytes - 1] != b'\n';
+                self.report(&error);
+            }
+        }
+        self.buf.clear();
+        self.lines = 0;
+        if self.buf.capacity() > MAX_IDLE_BUFFER {
+            self.buf.shrink_to(MAX_IDLE_BUFFER);
+        }
+    }
+
+    /// `write_all` of `buf` that also says how many bytes reached the sink before an error,
+    /// so fully written lines are not counted as dropped.
+    fn write_buf(&mut self) -> Result<(), (usize, io::Error)> {
+        if self.torn {
+            write_all(&mut self.out, b"\n").map_err(|(_, error)| (0, error))?;
+            self.torn = false;
+        }
+        write_all(&mut self.out, &self.buf)
+    }
+
+    /// Logs a sink error once per run of failures, so a dead sink doesn't flood the log.
+    fn report(&mut self, error: &io::Error) {
+        if !self.failing {
+            self.failing = true;
+            tracing::warn!(
+                sink = ?self.sink,
+                %error,
+                "access log write failed; records that cannot be written are counted as dropped"
+            );
+        }
+    }
+}
+
+fn write_all(out: &mut dyn Write, buf: &[u8]) -> Result<(), (usize, io::Error)> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        match out.write(&buf[pos..]) {
+            Ok(0) => return Err((pos, io::ErrorKind::WriteZero.into())),
+            Ok(n) => pos += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err((pos, error)),
+        }
+    }
+    Ok(())
+}
+
+fn count_lines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// The JSON line's fields, in order, borrowed from the record.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    timestamp: Rfc3339Millis,
+    kind: Kind,
+    direction: &'a str,
+    listener: &'a str,
+    route: &'a str,
+    cluster: &'a str,
+    upstream_address: Option<SocketAddr>,
+    downstream_address: SocketAddr,
+    method: Option<&'a str>,
+    authority: &'a str,
+    path: &'a str,
+    protocol: &'a str,
+    status: u16,
+    grpc_status: Option<u32>,
+    response_flags: &'a str,
+    attempts: u32,
+    bytes_received: u64,
+    bytes_sent: u64,
+    duration_ms: f64,
+    upstream_ttfb_ms: Option<f64>,
+    request_id: Option<&'a str>,
+    trace_id: Option<&'a str>,
+    span_id: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    x_forwarded_for: Option<&'a str>,
+    peer_identity: Option<&'a str>,
+    authz_decision: Option<&'a str>,
+    authz_rule: Option<&'a str>,
+}
+
+/// Formats `r` as one JSON object on one line (with the trailing `'\n'`), appended to `out`.
+pub fn format_json(r: &AccessRecord, out: &mut Vec<u8>) {
+    let line = JsonLine {
+        timestamp: Rfc3339Millis(r.start_time),
+        kind: r.kind,
+        direction: r.direction,
+        listener: &r.listener,
+        route: &r.route,
+        cluster: &r.cluster,
+        upstream_address: r.upstream_address,
+        downstream_address: r.downstream_address,
+        method: r.method.as_ref().map(http::Method::as_str),
+        authority: &r.authority,
+        path: &r.path,
+        protocol: r.protocol,
+        status: r.status,
+        grpc_status: r.grpc_status,
+        response_flags: &r.response_flags,
+        attempts: r.attempts,
+        bytes_received: r.bytes_received,
+        bytes_sent: r.bytes_sent,
+        duration_ms: millis_f64(r.duration),
+        upstream_ttfb_ms: r.upstream_ttfb.map(millis_f64),
+        request_id: r.request_id.as_deref(),
+        trace_id: r.trace_id.as_deref(),
+        span_id: r.span_id.as_deref(),
+        user_agent: r.user_agent.as_deref(),
+        x_forwarded_for: r.forwarded_for.as_deref(),
+        peer_identity: r.peer_identity.as_deref(),
+        authz_decision: r.authz_decision,
+        authz_rule: r.authz_rule.as_deref(),
+    };
+    let start = out.len();
+    match serde_json::to_writer(&mut *out, &line) {
+        Ok(()) => out.push(b'\n'),
+        // serde_json fails only on writer errors (a Vec has none) or non-string map keys
+        // (there are no maps here); never leave half a line behind regardless.
+        Err(_) => out.truncate(start),
+    }
+}
+
+/// Formats `r` in Envoy's default access-log format (with the trailing `'\n'`), appended to
+/// `out`:
+///
+/// ```text
+/// [START_TIME] "METHOD PATH PROTOCOL" STATUS FLAGS BYTES_RECEIVED BYTES_SENT DURATION_MS UPSTREAM_TTFB_MS "X-FORWARDED-FOR" "USER-AGENT" "REQUEST-ID" "AUTHORITY" "UPSTREAM_HOST"
+/// ```
+///
+/// Absent values are `-`, durations are whole milliseconds. Quotes, backslashes and control
+/// characters inside fields are escaped (`\"`, `\\`, `\n`, `\xNN`, `\u{NNNN}`) so a field
+/// can't end its quotes early or start a new line.
+pub fn format_text(r: &AccessRecord, out: &mut Vec<u8>) {
+    out.push(b'[');
+    push_display(out, Rfc3339Millis(r.start_time));
+    out.extend_from_slice(b"] \"");
+    push_escaped(out, r.method.as_ref().map(http::Method::as_str));
+    out.push(b' ');
+    push_escaped(out, Some(&r.path));
+    out.push(b' ');
+    push_escaped(out, Some(r.protocol));
+    out.extend_from_slice(b"\" ");
+    push_display(out, r.status);
+    out.push(b' ');
+    push_escaped(out, Some(&r.response_flags));
+    out.push(b' ');
+    push_display(out, r.bytes_received);
+    out.push(b' ');
+    push_display(out, r.bytes_sent);
+    out.push(b' ');
+    push_display(out, r.duration.as_millis());
+    out.push(b' ');
+    match r.upstream_ttfb {
+        Some(ttfb) => push_display(out, ttfb.as_millis()),
+        None => out.push(b'-'),
+    }
+    let upstream_host = r.upstream_address.map(|addr| addr.to_string());
+    for field in [
+        r.forwarded_for.as_deref(),
+        r.user_agent.as_deref(),
+        r.request_id.as_deref(),
+        Some(r.authority.as_str()),
+        upstream_host.as_deref(),
+    ] {
+        out.extend_from_slice(b" \"");
+        push_escaped(out, field);
+        out.push(b'"');
+    }
+    out.push(b'\n');
+}
+
+fn millis_f64(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
+fn push_display(out: &mut Vec<u8>, value: impl fmt::Display) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{value}");
+}
+
+/// Appends `value` with quotes, backslashes and control characters escaped; `-` when absent
+/// or empty.
+fn push_escaped(out: &mut Vec<u8>, value: Option<&str>) {
+    let value = match value {
+        Some(v) if !v.is_empty() => v,
+        _ => {
+            out.push(b'-');
+            return;
+        }
+    };
+    for c in value.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if c.is_ascii_control() => push_display(out, format_args!("\\x{:02x}", c as u32)),
+            // C1 controls, line/paragraph separators and bidi overrides: they can break or
+            // visually reorder a line in a terminal or log viewer.
+            c if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                push_display(out, format_args!("\\u{{{:04x}}}", c as u32));
+            }
+            c => {
+                let mut utf8 = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+    }
+}
+
+/// A time shown as RFC 3339 in UTC with milliseconds, e.g. `2026-11-26T14:50:01.123Z`.
+#[derive(Clone, Copy)]
+struct Rfc3339Millis(SystemTime);
+
+impl fmt::Display for Rfc3339Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Floor to the millisecond, also before 1970.
+        let millis: i128 = match self.0.duration_since(UNIX_EPOCH) {
+            Ok(after) => after.as_millis() as i128,
+            Err(before) => (-(before.duration().as_nanos() as i128)).div_euclid(1_000_000),
+        };
+        let secs = millis.div_euclid(1000);
+        let ms = millis.rem_euclid(1000);
+        let days = secs.div_euclid(86_400) as i64;
+        let of_day = secs.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(days);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            of_day / 3600,
+            of_day / 60 % 60,
+            of_day % 60,
+        )
+    }
+}
+
+impl Serialize for Rfc3339Millis {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+///
+/// Howard Hinnant's `civil_from_days` (<https://howardhinnant.github.io/date_algorithms.html>):
+/// shift the epoch to 0000-03-01 so the leap day ends the year, then split into 400-year eras
+/// of 146,097 days.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1, [0, 365]
+    let mp = (5 * doy + 2) / 153; // month from March, [0, 11]
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn counter() -> (Counter, Arc<AtomicU64>) {
+        let value = Arc::new(AtomicU64::new(0));
+        (Counter::from_arc(value.clone()), value)
+    }
+
+    fn at(secs: u64, millis: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    fn http_record() -> AccessRecord {
+        AccessRecord {
+            start_time: at(1_795_704_601, 123),
+            kind: Kind::Http,
+            direction: "outbound",
+            listener: "outbound_0.0.0.0_15001".into(),
+            route: "reviews-v1".into(),
+            cluster: "outbound|9080||reviews.default.svc.cluster.local".into(),
+            upstream_address: Some("10.0.0.7:9080".parse().unwrap()),
+            downstream_address: "10.0.0.3:51234".parse().unwrap(),
+            method: Some(http::Method::GET),
+            authority: "reviews:9080".to_owned(),
+            path: "/reviews/0?x=1".to_owned(),
+            protocol: "HTTP/1.1",
+            status: 200,
+            grpc_status: None,
+            response_flags: "-".into(),
+            attempts: 1,
+            bytes_received: 0,
+            bytes_sent: 358,
+            duration: Duration::from_micros(12_345),
+            upstream_ttfb: Some(Duration::from_micros(10_001)),
+            request_id: Some("6d5c5b8e-1f0a-4b7e-9a3c-2f1d0e9c8b7a".to_owned()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
+            span_id: Some("00f067aa0ba902b7".to_owned()),
+            user_agent: Some("curl/8.5.0".to_owned()),
+            forwarded_for: Some("192.0.2.1, 10.0.0.3".to_owned()),
+            peer_identity: Some("spiffe://cluster.local/ns/default/sa/reviews".to_owned()),
+            authz_decision: Some("allow"),
+            authz_rule: Some("allow-productpage".to_owned()),
+        }
+    }
+
+    fn tcp_record() -> AccessRecord {
+        AccessRecord {
+            start_time: at(0, 0),
+            kind: Kind::Tcp,
+            direction: "inbound",
+            listener: "inbound_15006".into(),
+            route: "".into(),
+            cluster: "".into(),
+            upstream_address: None,
+            downstream_address: "[2001:db8::1]:40000".parse().unwrap(),
+            method: None,
+            authority: String::new(),
+            path: String::new(),
+            protocol: "TCP",
+            status: 0,
+            grpc_status: None,
+            response_flags: "UF,URX".into(),
+            attempts: 2,
+            bytes_received: 17,
+            bytes_sent: 0,
+            duration: Duration::from_millis(3),
+            upstream_ttfb: None,
+            request_id: None,
+            trace_id: None,
+            span_id: None,
+            user_agent: None,
+            forwarded_for: None,
+            peer_identity: None,
+            authz_decision: None,
+            authz_rule: None,
+        }
+    }
+
+    fn json_line(r: &AccessRecord) -> (String, Value) {
+        let mut out = Vec::new();
+        format_json(r, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.ends_with('\n'));
+        assert_eq!(
+            line.matches('\n').count(),
+            1,
+            "one record, one line: {line:?}"
+        );
+        let value = serde_json::from_str(&line).unwrap();
+        (line, value)
+    }
+
+    fn text_line(r: &AccessRecord) -> String {
+        let mut out = Vec::new();
+        format_text(r, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_success_record() {
+        let (line, value) = json_line(&http_record());
+        assert_eq!(
+            value,
+            json!({
+                "timestamp": "2026-11-26T14:50:01.123Z",
+                "kind": "http",
+                "direction": "outbound",
+                "listener": "outbound_0.0.0.0_15001",
+                "route": "reviews-v1",
+                "cluster": "outbound|9080||reviews.default.svc.cluster.local",
+                "upstream_address": "10.0.0.7:9080",
+                "downstream_address": "10.0.0.3:51234",
+                "method": "GET",
+                "authority": "reviews:9080",
+                "path": "/reviews/0?x=1",
+                "protocol": "HTTP/1.1",
+                "status": 200,
+                "grpc_status": null,
+                "response_flags": "-",
+                "attempts": 1,
+                "bytes_received": 0,
+                "bytes_sent": 358,
+                "duration_ms": 12.345,
+                "upstream_ttfb_ms": 10.001,
+                "request_id": "6d5c5b8e-1f0a-4b7e-9a3c-2f1d0e9c8b7a",
+                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                "span_id": "00f067aa0ba902b7",
+                "user_agent": "curl/8.5.0",
+                "x_forwarded_for": "192.0.2.1, 10.0.0.3",
+                "peer_identity": "spiffe://cluster.local/ns/default/sa/reviews",
+                "authz_decision": "allow",
+                "authz_rule": "allow-productpage",
+            })
+        );
+        // Keys come out in the documented order.
+        let keys = [
+            "timestamp",
+            "kind",
+            "direction",
+            "listener",
+            "route",
+            "cluster",
+            "upstream_address",
+            "downstream_address",
+            "method",
+            "authority",
+            "path",
+            "protocol",
+            "status",
+            "grpc_status",
+            "response_flags",
+            "attempts",
+            "bytes_received",
+            "bytes_sent",
+            "duration_ms",
+            "upstream_ttfb_ms",
+            "request_id",
+            "trace_id",
+            "span_id",
+            "user_agent",
+            "x_forwarded_for",
+            "peer_identity",
+            "authz_decision",
+            "authz_rule",
+        ];
+        let positions: Vec<usize> = keys
+            .iter()
+            .map(|k| line.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(positions.is_sorted(), "{line}");
+    }
+
+    #[test]
+    fn json_tcp_record() {
+        let (_, value) = json_line(&tcp_record());
+        assert_eq!(
+            value,
+            json!({
+                "timestamp": "1970-01-01T00:00:00.000Z",
+                "kind": "tcp",
+                "direction": "inbound",
+                "listener": "inbound_15006",
+                "route": "",
+                "cluster": "",
+                "upstream_address": null,
+                "downstream_address": "[2001:db8::1]:40000",
+                "method": null,
+                "authority": "",
+                "path": "",
+                "protocol": "TCP",
+                "status": 0,
+                "grpc_status": null,
+                "response_flags": "UF,URX",
+                "attempts": 2,
+                "bytes_received": 17,
+                "bytes_sent": 0,
+                "duration_ms": 3.0,
+                "upstream_ttfb_ms": null,
+                "request_id": null,
+                "trace_id": null,
+                "span_id": null,
+                "user_agent": null,
+                "x_forwarded_for": null,
+                "peer_identity": null,
+                "authz_decision": null,
+                "authz_rule": null,
+            })
+        );
+    }
+
+    const HOSTILE: &str =
+        "a\"b\\c\nd\re\tf\u{0}\u{1b}[31mg\u{7f}h\u{85}i\u{2028}j\u{202e}k é 日本 🦀\"}\n{\"x\":1";
+
+    #[test]
+    fn json_escapes_hostile_strings() {
+        let mut r = http_record();
+        r.path = HOSTILE.to_owned();
+        r.authority = HOSTILE.to_owned();
+        r.user_agent = Some(HOSTILE.to_owned());
+        r.forwarded_for = Some(HOSTILE.to_owned());
+        r.authz_rule = Some(HOSTILE.to_owned());
+        r.listener = HOSTILE.into();
+        r.response_flags = Cow::Owned(HOSTILE.to_owned());
+        r.method = Some(http::Method::from_bytes(b"PURGE").unwrap());
+        r.grpc_status = Some(14);
+        let (_, value) = json_line(&r);
+        for key in [
+            "path",
+            "authority",
+            "user_agent",
+            "x_forwarded_for",
+            "authz_rule",
+            "listener",
+            "response_flags",
+        ] {
+            assert_eq!(value[key], HOSTILE, "{key}");
+        }
+        assert_eq!(value["method"], "PURGE");
+        assert_eq!(value["grpc_status"], 14);
+        assert_eq!(value.as_object().unwrap().len(), 28);
+    }
+
+    #[test]
+    fn timestamps() {
+        let cases = [
+            (at(0, 0), "1970-01-01T00:00:00.000Z"),
+            (at(0, 1), "1970-01-01T00:00:00.001Z"),
+            (at(86_399, 999), "1970-01-01T23:59:59.999Z"),
+            (at(946_684_799, 999), "1999-12-31T23:59:59.999Z"),
+            (at(951_782_400, 0), "2000-02-29T00:00:00.000Z"),
+            (at(1_709_251_199, 500), "2024-02-29T23:59:59.500Z"),
+            (at(1_795_704_601, 123), "2026-11-26T14:50:01.123Z"),
+            (at(4_102_444_799, 0), "2099-12-31T23:59:59.000Z"),
+            (at(4_107_542_399, 0), "2100-02-28T23:59:59.000Z"),
+            (at(4_107_542_400, 0), "2100-03-01T00:00:00.000Z"),
+            (at(253_402_300_799, 0), "9999-12-31T23:59:59.000Z"),
+            // Sub-millisecond parts are truncated, not rounded.
+            (
+                at(0, 0) + Duration::from_micros(1_999),
+                "1970-01-01T00:00:00.001Z",
+            ),
+            // Before 1970 (a clock set back): floor, not toward zero.
+            (
+                UNIX_EPOCH - Duration::from_micros(1),
+                "1969-12-31T23:59:59.999Z",
+            ),
+            (
+                UNIX_EPOCH - Duration::from_secs(86_400),
+                "1969-12-31T00:00:00.000Z",
+            ),
+        ];
+        for (time, want) in cases {
+            assert_eq!(Rfc3339Millis(time).to_string(), want);
+        }
+    }
+
+    #[test]
+    fn text_lines() {
+        assert_eq!(
+            text_line(&http_record()),
+            "[2026-11-26T14:50:01.123Z] \"GET /reviews/0?x=1 HTTP/1.1\" 200 - 0 358 12 10 \
+             \"192.0.2.1, 10.0.0.3\" \"curl/8.5.0\" \"6d5c5b8e-1f0a-4b7e-9a3c-2f1d0e9c8b7a\" \
+             \"reviews:9080\" \"10.0.0.7:9080\"\n"
+        );
+        assert_eq!(
+            text_line(&tcp_record()),
+            "[1970-01-01T00:00:00.000Z] \"- - TCP\" 0 UF,URX 17 0 3 - \"-\" \"-\" \"-\" \"-\" \"-\"\n"
+        );
+    }
+
+    #[test]
+    fn text_escapes_hostile_strings() {
+        let mut r = tcp_record();
+        r.user_agent = Some(HOSTILE.to_owned());
+        let line = text_line(&r);
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        assert!(
+            line.contains(
+                r#" "a\"b\\c\nd\re\tf\x00\x1b[31mg\x7fh\u{0085}i\u{2028}j\u{202e}k é 日本 🦀\"}\n{\"x\":1" "#
+            ),
+            "{line}"
+        );
+    }
+
+    fn temp_path() -> PathBuf {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        std::env::temp_dir().join(format!(
+            "weft-access-log-test-{}-{}.log",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    #[test]
+    fn writes_to_a_file_and_appends() {
+        let path = temp_path();
+        let (written, written_n) = counter();
+        let (dropped, dropped_n) = counter();
+        for round in 1..=2 {
+            let log = AccessLog::open(
+                Sink::File(path.clone()),
+                Format::Json,
+                1000,
+                written.clone(),
+                dropped.clone(),
+            )
+            .unwrap();
+            assert_eq!(log.sink(), &Sink::File(path.clone()));
+            assert_eq!(log.format(), Format::Json);
+            for i in 0..500 {
+                let mut r = http_record();
+                r.attempts = i;
+                log.log(r);
+            }
+            assert!(log.flush_blocking(WAIT));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 500 * round);
+            let attempts: Vec<u64> = lines
+                .iter()
+                .map(|v| v["attempts"].as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                attempts[500 * (round - 1)..],
+                (0..500).collect::<Vec<_>>()[..]
+            );
+        }
+        assert_eq!(written_n.load(Ordering::Relaxed), 1000);
+        assert_eq!(dropped_n.load(Ordering::Relaxed), 0);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_bad_path_fails_at_open() {
+        let path = temp_path().join("no-such-dir").join("access.log");
+        let err = AccessLog::open(
+            Sink::File(path.clone()),
+            Format::Text,
+            10,
+            Counter::noop(),
+            Counter::noop(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, AccessLogError::Open { path: p, .. } if *p == path),
+            "{err}"
+        );
+    }
+
+    /// A sink that records what reached it and can be told to block or fail.
+    #[derive(Clone, Default)]
+    struct TestSink {
+        bytes: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl TestSink {
+        fn lines(&self) -> Vec<String> {
+            let bytes = self.bytes.lock().unwrap();
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    /// Blocks its first write until released.
+    struct Gated {
+        sink: TestSink,
+        entered: Option<Sender<()>>,
+        release: Receiver<()>,
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if let Some(entered) = self.entered.take() {
+                entered.send(()).unwrap();
+                self.release.recv().unwrap();
+            }
+            self.sink.bytes.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_sink_drops_instead_of_blocking() {
+        let sink = TestSink::default();
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let gated = Gated {
+            sink: sink.clone(),
+            entered: Some(entered_tx),
+            release: release_rx,
+        };
+        let (written, written_n) = counter();
+        let (dropped, dropped_n) = counter();
+        let log = AccessLog::open_writer(
+            Sink::Stdout,
+            Box::new(gated),
+            Format::Json,
+            100,
+            written,
+            dropped,
+        )
+        .unwrap();
+
+        // The first record is taken and its write blocks; everything after queues or drops.
+        log.log(http_record());
+        entered.recv_timeout(WAIT).unwrap();
+        for _ in 1..10_000 {
+            log.log(http_record());
+        }
+        let dropped_while_stalled = dropped_n.load(Ordering::Relaxed);
+        assert!(dropped_while_stalled >= 10_000 - 100 - MAX_BATCH as u64);
+        // Exactly: one record in flight, 100 queued.
+        assert_eq!(dropped_while_stalled, 10_000 - 1 - 100);
+        assert_eq!(written_n.load(Ordering::Relaxed), 0);
+
+        release.send(()).unwrap();
+        assert!(log.flush_blocking(WAIT));
+        let written = written_n.load(Ordering::Relaxed);
+        assert_eq!(written, 101);
+        assert_eq!(written + dropped_n.load(Ordering::Relaxed), 10_000);
+        assert_eq!(sink.lines().len(), 101);
+    }
+
+    /// Fails its first write after taking `first_bytes` bytes of it.
+    struct Failing {
+        sink: TestSink,
+        first_bytes: Option<usize>,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            match self.first_bytes.take() {
+                Some(0) => Err(io::Error::other("disk full")),
+                Some(n) => {
+                    self.sink.bytes.lock().unwrap().extend_from_slice(&buf[..n]);
+                    // The next call is the one that fails.
+                    self.first_bytes = Some(0);
+                    Ok(n)
+                }
+                None => {
+                    self.sink.bytes.lock().unwrap().extend_from_slice(buf);
+                    Ok(buf.len())
+                }
+            }
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_counts_what_was_lost_and_keeps_lines_whole() {
+        let sink = TestSink::default();
+        let mut line = Vec::new();
+        format_json(&http_record(), &mut line);
+        // Two whole lines and half of the third reach the sink before the error.
+        let failing = Failing {
+            sink: sink.clone(),
+            first_bytes: Some(line.len() * 2 + line.len() / 2),
+        };
+        let (written, written_n) = counter();
+        let (dropped, dropped_n) = counter();
+        // Run the writer on this thread over a prepared queue, so the batches are known:
+        // five records, a flush marker (ends the failing batch), then three more.
+        let (queue, rx) = mpsc::sync_channel(100);
+        for _ in 0..5 {
+            queue
+                .send(Message::Record(Box::new(http_record())))
+                .unwrap();
+        }
+        let (ack, acked) = mpsc::channel();
+        queue.send(Message::Flush(ack)).unwrap();
+        for _ in 0..3 {
+            queue
+                .send(Message::Record(Box::new(http_record())))
+                .unwrap();
+        }
+        drop(queue);
+        Writer::new(
+            Sink::Stderr,
+            Box::new(failing),
+            Format::Json,
+            written,
+            dropped,
+        )
+        .run(rx);
+        acked.try_recv().unwrap();
+
+        let written = written_n.load(Ordering::Relaxed);
+        let dropped = dropped_n.load(Ordering::Relaxed);
+        assert_eq!(written + dropped, 8);
+        assert_eq!((written, dropped), (5, 3));
+        let lines = sink.lines();
+        // The torn line is terminated before the next batch, so the later lines parse.
+        let whole = lines
+            .iter()
+            .filter(|l| serde_json::from_str::<Value>(l).is_ok())
+            .count() as u64;
+        assert_eq!(whole, written);
+        assert_eq!(lines.len() as u64, written + 1);
+        assert!(serde_json::from_str::<Value>(lines.last().unwrap()).is_ok());
+    }
+
+    /// Reports when the writer thread drops it.
+    struct Dropped {
+        sink: TestSink,
+        _gone: Sender<()>,
+    }
+
+    impl Write for Dropped {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.sink.bytes.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_writer_drains_the_queue_and_ends_when_the_last_clone_drops() {
+        let sink = TestSink::default();
+        let (gone, gone_rx) = mpsc::channel::<()>();
+        let writer = Dropped {
+            sink: sink.clone(),
+            _gone: gone,
+        };
+        let (written, written_n) = counter();
+        let log = AccessLog::open_writer(
+            Sink::Stdout,
+            Box::new(writer),
+            Format::Text,
+            1000,
+            written,
+            Counter::noop(),
+        )
+        .unwrap();
+        let other = log.clone();
+        for _ in 0..300 {
+            log.log(tcp_record());
+            other.log(http_record());
+        }
+        drop(log);
+        drop(other);
+        assert_eq!(
+            gone_rx.recv_timeout(WAIT),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        assert_eq!(sink.lines().len(), 600);
+        assert_eq!(written_n.load(Ordering::Relaxed), 600);
+    }
+}

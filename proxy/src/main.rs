@@ -380,7 +380,9 @@ fn print_demo(d: &demo::Demo) {
         .unwrap_or_default();
     println!("Weft demo: the online shop (config deploy/examples/shop.yaml, embedded)");
     println!("  gateway   http://{g}");
-    println!("  admin     http://{admin}/   (/metrics, /config_dump, /explain, /ready)");
+    println!(
+        "  admin     http://{admin}/   (/metrics, /stats, /clusters, /config_dump, /explain, /ready)"
+    );
     let services: Vec<String> = d.services.iter().map(|(n, a)| format!("{n} {a}")).collect();
     println!("  services  {}", services.join(", "));
     println!();
@@ -389,8 +391,14 @@ fn print_demo(d: &demo::Demo) {
     println!("  curl -X POST {g}/cart/addItem -d '{{\"productId\":\"42\",\"qty\":1}}'");
     println!("  curl {g}/users/7");
     println!("  curl 'http://{admin}/explain?method=GET&url=/products/42'");
-    println!("  curl http://{admin}/metrics");
+    println!("  curl -s http://{admin}/metrics | grep istio_requests_total");
     println!();
+    println!("Access log: one JSON line per request below.");
+    if d.proxy.telemetry().tracer.is_some() {
+        println!("Traces: exported to the OTLP collector (OTEL_EXPORTER_OTLP_ENDPOINT).");
+    } else {
+        println!("Traces: set OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:4317 to export spans.");
+    }
     println!("Ctrl-C stops it.");
 }
 

@@ -183,19 +183,25 @@ impl ListenerObserve {
         Ok(out)
     }
 
-    /// Writes a record to every log whose filter takes it.
+    /// Writes a record to every log whose filter takes it (built once, and copied only
+    /// when more than one log takes it).
     pub fn log(&self, status: u16, flags: &str, make: impl FnOnce() -> AccessRecord) {
-        let mut record = None;
-        let mut make = Some(make);
-        for (log, filter) in &self.logs {
-            if !filter.accepts(status, flags) {
-                continue;
-            }
-            if record.is_none() {
-                record = make.take().map(|f| f());
-            }
-            if let Some(r) = &record {
-                log.log(r.clone());
+        let mut takers = self
+            .logs
+            .iter()
+            .filter(|(_, f)| f.accepts(status, flags))
+            .map(|(l, _)| l)
+            .peekable();
+        if takers.peek().is_none() {
+            return;
+        }
+        let record = make();
+        while let Some(log) = takers.next() {
+            if takers.peek().is_some() {
+                log.log(record.clone());
+            } else {
+                log.log(record);
+                return;
             }
         }
     }
@@ -307,6 +313,8 @@ pub struct Detail {
     pub ttfb: Option<Duration>,
     /// Upstream attempts made.
     pub attempts: u32,
+    /// The trace decision, when the listener traces (made on arrival).
+    pub trace: Option<TraceDecision>,
     /// The trace, when sampled.
     pub traced: Option<Traced>,
 }
@@ -328,6 +336,15 @@ impl Detail {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        // Decided on arrival, so requests the proxy answers itself (no route, direct
+        // responses, redirects) are traced like forwarded ones.
+        let trace = observe.tracing.map(|spec| decide_trace(headers, &spec));
+        let traced = trace.as_ref().filter(|t| t.sampled).map(|t| Traced {
+            trace_id: t.trace_id,
+            server_span: propagation::new_span_id(),
+            parent: t.parent,
+            attempts: Vec::new(),
+        });
         Detail {
             observe,
             start_wall: SystemTime::now(),
@@ -343,12 +360,15 @@ impl Detail {
                 .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned()),
             scheme,
             version: req.version(),
-            request_id: text("x-request-id"),
+            // The caller's id, or (like Envoy) a new one; a forwarded request's id is
+            // replaced by the one the upstream gets.
+            request_id: text("x-request-id").or_else(|| Some(new_request_id())),
             user_agent: text("user-agent"),
             forwarded_for: None,
             ttfb: None,
             attempts: 0,
-            traced: None,
+            trace,
+            traced,
         }
     }
 }
@@ -512,6 +532,14 @@ impl Exchange {
             tracer.record(server);
         }
     }
+}
+
+/// A version-4 UUID from the thread's fast generator.
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 fn saturate(n: u64) -> i64 {

@@ -148,6 +148,8 @@ enum Msg {
 pub struct Tracer {
     tx: mpsc::Sender<Msg>,
     dropped: Counter,
+    /// Cuts the exporter's pause short (a flush should not wait out the interval).
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -171,11 +173,15 @@ impl Tracer {
         let (tx, rx) = mpsc::channel(queue);
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let thread_dropped = dropped.clone();
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let thread_wake = wake.clone();
         std::thread::Builder::new()
             .name("weft-otlp".into())
-            .spawn(move || export_thread(config, rx, exported, thread_dropped, ready_tx))?;
+            .spawn(move || {
+                export_thread(config, rx, exported, thread_dropped, thread_wake, ready_tx)
+            })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Tracer { tx, dropped }),
+            Ok(Ok(())) => Ok(Tracer { tx, dropped, wake }),
             Ok(Err(e)) => Err(TraceError::Exporter(e)),
             Err(_) => Err(TraceError::Exporter("export thread ended".into())),
         }
@@ -207,6 +213,7 @@ impl Tracer {
                 Err(_) => return false,
             }
         }
+        self.wake.notify_one();
         ack_rx.recv_timeout(budget).is_ok()
     }
 }
@@ -216,6 +223,7 @@ fn export_thread(
     mut rx: mpsc::Receiver<Msg>,
     exported: Counter,
     dropped: Counter,
+    wake: std::sync::Arc<tokio::sync::Notify>,
     ready: std_mpsc::Sender<Result<(), String>>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -265,11 +273,13 @@ fn export_thread(
         let mut acks: Vec<std_mpsc::Sender<()>> = Vec::new();
         let mut failing = false;
         loop {
-            // Wait for the first span, then gather more for up to `interval`.
+            // Wait for the first span, then let more gather for up to `interval` without
+            // waiting on the queue: while this task sleeps, queuing a span wakes nobody,
+            // so the data path pays no wake-up per span.
             let first = rx.recv().await;
             let mut closed = first.is_none();
-            let deadline = tokio::time::Instant::now() + interval;
             let mut next = first;
+            let mut slept = false;
             loop {
                 match next.take() {
                     Some(Msg::Span(s)) => batch.push(to_span_data(*s, &scope)),
@@ -282,10 +292,17 @@ fn export_thread(
                 if closed || batch.len() >= batch_max {
                     break;
                 }
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(m)) => next = Some(m),
-                    Ok(None) => closed = true,
-                    Err(_) => break,
+                match rx.try_recv() {
+                    Ok(m) => next = Some(m),
+                    Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+                    Err(mpsc::error::TryRecvError::Empty) if !slept => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(interval) => {}
+                            _ = wake.notified() => {}
+                        }
+                        slept = true;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
                 }
             }
             if !batch.is_empty() {

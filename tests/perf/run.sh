@@ -11,6 +11,8 @@
 #        WAIT_IDLE (0: seconds to wait, before each scenario, for running cargo/rustc to end)
 #        NOISE_MAX (10: % CPU of other processes above which a scenario is redone)
 #        NOISY_RETRIES (2: how many times)
+#        TELEMETRY (1: also measure weft-obs, weft with an access log and tracing on)
+#        TRACE_PERCENT (1)  OTLP_SINK_BIN (prebuilt tests/src/bin/otlp-sink; skips cargo)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -59,8 +61,12 @@ HAPROXY_PORT=$((PORT_BASE + 20))
 HAPROXY_H2_PORT=$((PORT_BASE + 21))
 NGINX_PORT=$((PORT_BASE + 30))
 NGINX_H2_PORT=$((PORT_BASE + 31))
+OTLP_PORT=$((PORT_BASE + 40))
 ALL_PORTS=("$UP_PORT" "$UP_H2_PORT" "$WEFT_PORT" "$WEFT_ADMIN_PORT" "$HAPROXY_PORT"
     "$HAPROXY_H2_PORT" "$NGINX_PORT" "$NGINX_H2_PORT")
+TELEMETRY="${TELEMETRY:-1}"
+TRACE_PERCENT="${TRACE_PERCENT:-1}"
+[[ $TELEMETRY == 1 ]] && ALL_PORTS+=("$OTLP_PORT")
 
 log() { printf '[perf %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -129,6 +135,14 @@ else
     WEFT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/weft"
     [[ -x $WEFT_BIN ]] || die "build finished but $WEFT_BIN is missing"
 fi
+# The collector for the telemetry-on run: counts the spans it is sent, keeps nothing.
+if [[ $TELEMETRY == 1 && -z ${OTLP_SINK_BIN:-} ]]; then
+    command -v cargo > /dev/null 2>&1 || die "cargo not found (set OTLP_SINK_BIN, or TELEMETRY=0)"
+    log "building the OTLP sink (cargo build --release -p weft-tests --bin otlp-sink)"
+    (cd "$ROOT" && cargo build --release -p weft-tests --bin otlp-sink)
+    OTLP_SINK_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/otlp-sink"
+fi
+[[ $TELEMETRY != 1 || -x $OTLP_SINK_BIN ]] || die "OTLP_SINK_BIN=$OTLP_SINK_BIN is not an executable"
 
 # ---------------------------------------------------------------- process bookkeeping
 mkdir -p "$OUT/raw"
@@ -223,6 +237,18 @@ start_upstream() {
     wait_ready "http://127.0.0.1:$UP_H2_PORT/" h2
 }
 
+SINK_PID=""
+start_sink() {
+    "${LOAD_CPU[@]}" "$OTLP_SINK_BIN" "127.0.0.1:$OTLP_PORT" > "$OUT/raw/otlp-sink.log" 2>&1 &
+    SINK_PID=$!
+    PIDS+=("$SINK_PID")
+    for _ in $(seq 1 100); do
+        port_in_use "$OTLP_PORT" && return 0
+        sleep 0.1
+    done
+    die "the OTLP sink did not start"
+}
+
 # start_proxy NAME -> sets PROXY_MAIN (pid to stop) and PROXY_PID (pid to measure)
 PROXY_MAIN=""
 PROXY_PID=""
@@ -233,6 +259,21 @@ start_proxy() {
             "${PROXY_CPU[@]}" "$WEFT_BIN" --workers 1 proxy --listen "127.0.0.1:$WEFT_PORT" \
                 --to "127.0.0.1:$UP_PORT" --admin "127.0.0.1:$WEFT_ADMIN_PORT" \
                 >> "$OUT/raw/weft.log" 2>&1 &
+            PROXY_MAIN=$!
+            PIDS+=("$PROXY_MAIN")
+            wait_ready "http://127.0.0.1:$WEFT_ADMIN_PORT/ready"
+            wait_ready "http://127.0.0.1:$WEFT_PORT/"
+            wait_ready "http://127.0.0.1:$WEFT_PORT/" h2
+            PROXY_PID=$PROXY_MAIN
+            ;;
+        weft-obs)
+            # The same, with every kind of telemetry on: metrics (always), a JSON access
+            # log to a file, and TRACE_PERCENT % of requests traced to a real collector.
+            rm -f "$RUN/access.log"
+            "${PROXY_CPU[@]}" "$WEFT_BIN" --workers 1 --otlp-endpoint "http://127.0.0.1:$OTLP_PORT" \
+                proxy --listen "127.0.0.1:$WEFT_PORT" --to "127.0.0.1:$UP_PORT" \
+                --admin "127.0.0.1:$WEFT_ADMIN_PORT" --access-log "$RUN/access.log" \
+                --trace-sample-percent "$TRACE_PERCENT" >> "$OUT/raw/weft-obs.log" 2>&1 &
             PROXY_MAIN=$!
             PIDS+=("$PROXY_MAIN")
             wait_ready "http://127.0.0.1:$WEFT_ADMIN_PORT/ready"
@@ -270,6 +311,8 @@ stop_proxy() {
     PIDS=("${keep[@]}")
     PROXY_MAIN=""
     PROXY_PID=""
+    # The access log of a telemetry run is not kept: it grows by tens of MB per second.
+    rm -f "$RUN/access.log"
 }
 
 # ---------------------------------------------------------------- load + parsing
@@ -362,7 +405,7 @@ measure() {
     local scenario="$1" proxy="$2" url="$3" mode="$4"
     local raw="$OUT/raw/$scenario-$proxy-r$ROUND.txt"
     local idle="-" peak="-" pid="$PROXY_PID"
-    local t0 t1 c0 c1 u0 u1 g0 g1 s0 s1 a0 a1 b0 b1
+    local t0 t1 c0 c1 u0 u1 g0 g1 s0 s1 a0 a1 b0 b1 k0 k1
     [[ $proxy == direct ]] && pid="$UP_WORKER"
     if [[ $proxy != direct ]]; then
         sleep 0.5
@@ -372,6 +415,8 @@ measure() {
     warmup "$url" "$mode" "$raw"
     c0="$(cpu_ticks "$pid")"
     u0="$(cpu_ticks "$UP_WORKER")"
+    k0=0
+    [[ -n $SINK_PID ]] && k0="$(cpu_ticks "$SINK_PID")"
     g0="$(child_ticks)"
     s0="$(all_ticks)"
     a0="$(cpu_line 0)"
@@ -381,6 +426,8 @@ measure() {
     t1="$(date +%s.%N)"
     c1="$(cpu_ticks "$pid")"
     u1="$(cpu_ticks "$UP_WORKER")"
+    k1=0
+    [[ -n $SINK_PID ]] && k1="$(cpu_ticks "$SINK_PID")"
     g1="$(child_ticks)"
     s1="$(all_ticks)"
     a1="$(cpu_line 0)"
@@ -400,6 +447,8 @@ measure() {
     read -ra sb <<< "$s1"
     ours=$(((c1 - c0) + (g1 - g0)))
     [[ $proxy != direct ]] && ours=$((ours + u1 - u0))
+    # The collector of the telemetry run is part of the setup, not noise.
+    ours=$((ours + k1 - k0))
     other="$(pct_of "$ours" "$((sb[0] - sa[0]))" "$secs")"
     irq="$(pct_of "${sa[1]}" "${sb[1]}" "$secs")"
     steal="$(pct_of "${sa[2]}" "${sb[2]}" "$secs")"
@@ -492,8 +541,9 @@ start_upstream
 UP_WORKER="$(nginx_worker "$UP_PID")"
 
 PROXIES=(weft haproxy nginx)
-declare -A H1_PORT=([weft]=$WEFT_PORT [haproxy]=$HAPROXY_PORT [nginx]=$NGINX_PORT)
-declare -A H2_PORT=([weft]=$WEFT_PORT [haproxy]=$HAPROXY_H2_PORT [nginx]=$NGINX_H2_PORT)
+[[ $TELEMETRY == 1 ]] && start_sink && PROXIES=(weft weft-obs haproxy nginx)
+declare -A H1_PORT=([weft]=$WEFT_PORT [weft-obs]=$WEFT_PORT [haproxy]=$HAPROXY_PORT [nginx]=$NGINX_PORT)
+declare -A H2_PORT=([weft]=$WEFT_PORT [weft-obs]=$WEFT_PORT [haproxy]=$HAPROXY_H2_PORT [nginx]=$NGINX_H2_PORT)
 
 # Machines like this one drift by several percent within minutes, so each proxy is
 # measured ROUNDS times, the order rotating every round so that no proxy always runs
@@ -550,7 +600,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || a == "" || b == "-" |
 
 per_core() { awk -v r="$1" -v c="$2" 'BEGIN { if (c + 0 == 0) print "-"; else printf "%.0f", r / (c / 100) }'; }
 
-declare -A HA_RPS HA_P99 HA_CORE
+declare -A HA_RPS HA_P99 HA_CORE WEFT_RPS OBS_RPS
 for r in "${ROWS[@]}"; do
     IFS='|' read -r sc px rps p50 p99 idle peak cpu _ <<< "$r"
     if [[ $px == haproxy ]]; then
@@ -558,6 +608,8 @@ for r in "${ROWS[@]}"; do
         HA_P99[$sc]=$p99
         HA_CORE[$sc]="$(per_core "$rps" "$cpu")"
     fi
+    [[ $px == weft ]] && WEFT_RPS[$sc]=$rps
+    [[ $px == weft-obs ]] && OBS_RPS[$sc]=$rps
 done
 
 TABLE="$OUT/table.md"
@@ -581,6 +633,12 @@ TABLE="$OUT/table.md"
         echo
         echo "\* other processes used more than $NOISE_MAX % CPU during this measurement, even after" \
             "$NOISY_RETRIES retries: treat it as noisy."
+    fi
+    if [[ $TELEMETRY == 1 ]]; then
+        echo
+        echo "weft-obs is weft with a JSON access log to a file and $TRACE_PERCENT % of requests traced to an" \
+            "OTLP collector (metrics are always on). Telemetry on / off, req/s:" \
+            "h1 $(ratio "${OBS_RPS[h1]:-}" "${WEFT_RPS[h1]:-}"), h2 $(ratio "${OBS_RPS[h2]:-}" "${WEFT_RPS[h2]:-}")."
     fi
     echo
     echo "Details, over the measured load only. 'proc CPU' is the proxy process (nginx: its worker;"

@@ -13,6 +13,7 @@
 //! The end-to-end tests that use it are one test binary, `tests/e2e/`; see `README.md`.
 
 pub mod client;
+pub mod otlp;
 pub mod pattern;
 pub mod proxy;
 pub mod upstream;

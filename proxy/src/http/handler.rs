@@ -26,7 +26,7 @@ use super::body::Body;
 use super::error::ProxyError;
 use super::headers;
 use super::upgrade;
-use crate::observe::{self, Attempt, Counted, Detail, Exchange, Observed, Traced, grpc_status};
+use crate::observe::{Attempt, Counted, Detail, Exchange, Observed, grpc_status};
 use crate::snapshot::route::{self, Forward, RequestView, Route, VirtualHost};
 use crate::snapshot::{Action, ListenerKind};
 use crate::state::{State, Store};
@@ -389,13 +389,13 @@ async fn forward(
     (index, Ok(resp))
 }
 
-/// Starts an upstream attempt's trace: decides sampling (once per request), and writes
-/// the trace context the upstream gets, with this attempt's span as the parent.
+/// Starts an upstream attempt's trace: writes the trace context the upstream gets, with
+/// this attempt's span as the parent (the request's own span when not sampled, so that
+/// the upstream still sees one consistent trace and decision).
 fn trace_attempt(d: &mut Detail, headers: &mut http::HeaderMap) {
-    let Some(spec) = d.observe.tracing else {
+    let Some(decision) = &d.trace else {
         return;
     };
-    let decision = observe::decide_trace(headers, &spec);
     let span_id = propagation::new_span_id();
     propagation::inject(
         headers,
@@ -407,13 +407,7 @@ fn trace_attempt(d: &mut Detail, headers: &mut http::HeaderMap) {
             also: decision.b3,
         },
     );
-    if decision.sampled {
-        let traced = d.traced.get_or_insert_with(|| Traced {
-            trace_id: decision.trace_id,
-            server_span: propagation::new_span_id(),
-            parent: decision.parent,
-            attempts: Vec::new(),
-        });
+    if let Some(traced) = &mut d.traced {
         traced.attempts.push(Attempt {
             span_id,
             start: Instant::now(),

@@ -21,6 +21,7 @@ mod malformed;
 mod reload;
 mod routing;
 mod streaming;
+mod telemetry;
 mod tunnels;
 
 use std::time::Duration;

@@ -252,8 +252,9 @@ pub struct TraceDecision {
 /// Reads the request's trace headers and decides.
 pub fn decide_trace(headers: &HeaderMap, spec: &TracingSpec) -> TraceDecision {
     let incoming = propagation::extract(headers);
+    static X_WEFT_DEBUG: http::HeaderName = http::HeaderName::from_static("x-weft-debug");
     let debug = headers
-        .get("x-weft-debug")
+        .get(&X_WEFT_DEBUG)
         .is_some_and(|v| v.as_bytes() == b"1");
     let sampled =
         trace::should_sample(incoming.as_ref(), debug, spec.sample_ratio, fastrand::f64());
@@ -330,7 +331,7 @@ impl Detail {
         req: &http::Request<B>,
     ) -> Detail {
         let (method, uri, headers) = (req.method(), req.uri(), req.headers());
-        let text = |name: &str| {
+        let text = |name: &http::HeaderName| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
@@ -360,10 +361,10 @@ impl Detail {
                 .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned()),
             scheme,
             version: req.version(),
-            // The caller's id, or (like Envoy) a new one; a forwarded request's id is
-            // replaced by the one the upstream gets.
-            request_id: text("x-request-id").or_else(|| Some(new_request_id())),
-            user_agent: text("user-agent"),
+            // The caller's id; a forwarded request's is replaced by the one the upstream
+            // gets, and a request without one gets one (like Envoy) when it is logged.
+            request_id: text(&crate::http::headers::X_REQUEST_ID),
+            user_agent: text(&http::header::USER_AGENT),
             forwarded_for: None,
             ttfb: None,
             attempts: 0,
@@ -421,18 +422,34 @@ impl Exchange {
             return;
         };
         let (status, grpc_status) = (self.status, self.grpc_status);
-        d.observe.log(status, flags, || AccessRecord {
+        if let (Some(t), Some(tracer)) = (&d.traced, &d.observe.tracer) {
+            record_spans(
+                &d,
+                t,
+                tracer,
+                self.started,
+                end,
+                status,
+                flags,
+                received,
+                sent,
+            );
+        }
+        let d = *d;
+        let observe = d.observe;
+        let traced = d.traced;
+        observe.log(status, flags, move || AccessRecord {
             start_time: d.start_wall,
             kind: Kind::Http,
             direction: "gateway",
-            listener: d.listener.clone(),
-            route: d.route.clone(),
-            cluster: d.cluster.clone(),
+            listener: d.listener,
+            route: d.route,
+            cluster: d.cluster,
             upstream_address: d.upstream,
             downstream_address: d.downstream,
-            method: Some(d.method.clone()),
-            authority: d.authority.clone(),
-            path: d.path.clone(),
+            method: Some(d.method),
+            authority: d.authority,
+            path: d.path,
             protocol: version_name(d.version),
             status,
             grpc_status,
@@ -442,96 +459,107 @@ impl Exchange {
             bytes_sent: sent,
             duration,
             upstream_ttfb: d.ttfb,
-            request_id: d.request_id.clone(),
-            trace_id: d
-                .traced
+            request_id: Some(d.request_id.unwrap_or_else(new_request_id)),
+            trace_id: traced
                 .as_ref()
                 .map(|t| propagation::hex_trace_id(&t.trace_id)),
-            span_id: d
-                .traced
+            span_id: traced
                 .as_ref()
                 .map(|t| propagation::hex_span_id(&t.server_span)),
-            user_agent: d.user_agent.clone(),
-            forwarded_for: d.forwarded_for.clone(),
+            user_agent: d.user_agent,
+            forwarded_for: d.forwarded_for,
             peer_identity: None,
             authz_decision: None,
             authz_rule: None,
         });
-        if let (Some(t), Some(tracer)) = (&d.traced, &d.observe.tracer) {
-            let wall = |at: Instant| d.start_wall + at.saturating_duration_since(self.started);
-            let mut server = SpanRecord {
-                trace_id: t.trace_id,
-                span_id: t.server_span,
-                parent_span_id: t.parent,
-                parent_is_remote: true,
-                kind: SpanKind::Server,
-                name: format!("{} {}", d.method, route_label(&d.route)),
-                start: d.start_wall,
-                end: wall(end),
-                attributes: vec![
-                    ("http.request.method", d.method.as_str().into()),
-                    ("url.path", d.path.clone().into()),
-                    ("url.scheme", d.scheme.into()),
-                    ("server.address", d.authority.clone().into()),
-                    (
-                        "network.protocol.version",
-                        protocol_version(d.version).into(),
-                    ),
-                    ("client.address", d.downstream.ip().to_string().into()),
-                    ("http.response.status_code", i64::from(status).into()),
-                    ("http.request.body.size", saturate(received).into()),
-                    ("http.response.body.size", saturate(sent).into()),
-                    ("weft.listener", d.listener.to_string().into()),
-                    ("weft.route", d.route.to_string().into()),
-                    ("weft.response_flags", flags.into()),
-                ],
-                error: (status >= 500 || flags != "-").then(|| flags.to_owned()),
-            };
-            if let Some(ua) = &d.user_agent {
-                server
-                    .attributes
-                    .push(("user_agent.original", ua.clone().into()));
-            }
-            if let Some(id) = &d.request_id {
-                server
-                    .attributes
-                    .push(("weft.request_id", AttrValue::Str(id.clone())));
-            }
-            for (i, a) in t.attempts.iter().enumerate() {
-                let (a_end, error) = match a.failed {
-                    Some((at, why)) => (at, Some(why.to_owned())),
-                    None => (end, (status >= 400).then(|| status.to_string())),
-                };
-                let mut attrs = vec![
-                    ("http.request.method", d.method.as_str().into()),
-                    ("weft.cluster", d.cluster.to_string().into()),
-                ];
-                if let Some(u) = a.upstream {
-                    attrs.push(("server.address", u.ip().to_string().into()));
-                    attrs.push(("server.port", i64::from(u.port()).into()));
-                }
-                if a.failed.is_none() {
-                    attrs.push(("http.response.status_code", i64::from(status).into()));
-                }
-                if i > 0 {
-                    attrs.push(("http.request.resend_count", (i as i64).into()));
-                }
-                tracer.record(SpanRecord {
-                    trace_id: t.trace_id,
-                    span_id: a.span_id,
-                    parent_span_id: Some(t.server_span),
-                    parent_is_remote: false,
-                    kind: SpanKind::Client,
-                    name: d.method.as_str().to_owned(),
-                    start: wall(a.start),
-                    end: wall(a_end),
-                    attributes: attrs,
-                    error,
-                });
-            }
-            tracer.record(server);
-        }
     }
+}
+
+/// Queues a sampled request's server span and one client span per upstream attempt.
+#[allow(clippy::too_many_arguments)]
+fn record_spans(
+    d: &Detail,
+    t: &Traced,
+    tracer: &Tracer,
+    started: Instant,
+    end: Instant,
+    status: u16,
+    flags: &'static str,
+    received: u64,
+    sent: u64,
+) {
+    let wall = |at: Instant| d.start_wall + at.saturating_duration_since(started);
+    let mut server = SpanRecord {
+        trace_id: t.trace_id,
+        span_id: t.server_span,
+        parent_span_id: t.parent,
+        parent_is_remote: true,
+        kind: SpanKind::Server,
+        name: format!("{} {}", d.method, route_label(&d.route)),
+        start: d.start_wall,
+        end: wall(end),
+        attributes: vec![
+            ("http.request.method", d.method.as_str().into()),
+            ("url.path", d.path.clone().into()),
+            ("url.scheme", d.scheme.into()),
+            ("server.address", d.authority.clone().into()),
+            (
+                "network.protocol.version",
+                protocol_version(d.version).into(),
+            ),
+            ("client.address", d.downstream.ip().to_string().into()),
+            ("http.response.status_code", i64::from(status).into()),
+            ("http.request.body.size", saturate(received).into()),
+            ("http.response.body.size", saturate(sent).into()),
+            ("weft.listener", d.listener.to_string().into()),
+            ("weft.route", d.route.to_string().into()),
+            ("weft.response_flags", flags.into()),
+        ],
+        error: (status >= 500 || flags != "-").then(|| flags.to_owned()),
+    };
+    if let Some(ua) = &d.user_agent {
+        server
+            .attributes
+            .push(("user_agent.original", ua.clone().into()));
+    }
+    if let Some(id) = &d.request_id {
+        server
+            .attributes
+            .push(("weft.request_id", AttrValue::Str(id.clone())));
+    }
+    for (i, a) in t.attempts.iter().enumerate() {
+        let (a_end, error) = match a.failed {
+            Some((at, why)) => (at, Some(why.to_owned())),
+            None => (end, (status >= 400).then(|| status.to_string())),
+        };
+        let mut attrs = vec![
+            ("http.request.method", d.method.as_str().into()),
+            ("weft.cluster", d.cluster.to_string().into()),
+        ];
+        if let Some(u) = a.upstream {
+            attrs.push(("server.address", u.ip().to_string().into()));
+            attrs.push(("server.port", i64::from(u.port()).into()));
+        }
+        if a.failed.is_none() {
+            attrs.push(("http.response.status_code", i64::from(status).into()));
+        }
+        if i > 0 {
+            attrs.push(("http.request.resend_count", (i as i64).into()));
+        }
+        tracer.record(SpanRecord {
+            trace_id: t.trace_id,
+            span_id: a.span_id,
+            parent_span_id: Some(t.server_span),
+            parent_is_remote: false,
+            kind: SpanKind::Client,
+            name: d.method.as_str().to_owned(),
+            start: wall(a.start),
+            end: wall(a_end),
+            attributes: attrs,
+            error,
+        });
+    }
+    tracer.record(server);
 }
 
 /// A version-4 UUID from the thread's fast generator.

@@ -439,78 +439,197 @@ fn count_lines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
-/// The JSON line's fields, in order, borrowed from the record.
-#[derive(Serialize)]
-struct JsonLine<'a> {
-    timestamp: Rfc3339Millis,
-    kind: Kind,
-    direction: &'a str,
-    listener: &'a str,
-    route: &'a str,
-    cluster: &'a str,
-    upstream_address: Option<SocketAddr>,
-    downstream_address: SocketAddr,
-    method: Option<&'a str>,
-    authority: &'a str,
-    path: &'a str,
-    protocol: &'a str,
-    status: u16,
-    grpc_status: Option<u32>,
-    response_flags: &'a str,
-    attempts: u32,
-    bytes_received: u64,
-    bytes_sent: u64,
-    duration_ms: f64,
-    upstream_ttfb_ms: Option<f64>,
-    request_id: Option<&'a str>,
-    trace_id: Option<&'a str>,
-    span_id: Option<&'a str>,
-    user_agent: Option<&'a str>,
-    x_forwarded_for: Option<&'a str>,
-    peer_identity: Option<&'a str>,
-    authz_decision: Option<&'a str>,
-    authz_rule: Option<&'a str>,
+/// Formats `r` as one JSON object on one line (with the trailing `'\n'`), appended to `out`.
+///
+/// Written by hand rather than through serde: this runs once per request on the writer
+/// thread, and on a busy proxy that thread competes with traffic for the same cores.
+/// Strings are escaped as JSON requires (quotes, backslashes, control characters), so a
+/// record is always exactly one line.
+pub fn format_json(r: &AccessRecord, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    push_timestamp(out, r.start_time);
+    out.push(b'"');
+    json_str(out, "kind", Some(r.kind.as_str()));
+    json_str(out, "direction", Some(r.direction));
+    json_str(out, "listener", Some(&r.listener));
+    json_str(out, "route", Some(&r.route));
+    json_str(out, "cluster", Some(&r.cluster));
+    json_addr(out, "upstream_address", r.upstream_address);
+    json_addr(out, "downstream_address", Some(r.downstream_address));
+    json_str(out, "method", r.method.as_ref().map(http::Method::as_str));
+    json_str(out, "authority", Some(&r.authority));
+    json_str(out, "path", Some(&r.path));
+    json_str(out, "protocol", Some(r.protocol));
+    json_num(out, "status", Some(u64::from(r.status)));
+    json_num(out, "grpc_status", r.grpc_status.map(u64::from));
+    json_str(out, "response_flags", Some(&r.response_flags));
+    json_num(out, "attempts", Some(u64::from(r.attempts)));
+    json_num(out, "bytes_received", Some(r.bytes_received));
+    json_num(out, "bytes_sent", Some(r.bytes_sent));
+    json_millis(out, "duration_ms", Some(r.duration));
+    json_millis(out, "upstream_ttfb_ms", r.upstream_ttfb);
+    json_str(out, "request_id", r.request_id.as_deref());
+    json_str(out, "trace_id", r.trace_id.as_deref());
+    json_str(out, "span_id", r.span_id.as_deref());
+    json_str(out, "user_agent", r.user_agent.as_deref());
+    json_str(out, "x_forwarded_for", r.forwarded_for.as_deref());
+    json_str(out, "peer_identity", r.peer_identity.as_deref());
+    json_str(out, "authz_decision", r.authz_decision);
+    json_str(out, "authz_rule", r.authz_rule.as_deref());
+    out.extend_from_slice(b"}\n");
 }
 
-/// Formats `r` as one JSON object on one line (with the trailing `'\n'`), appended to `out`.
-pub fn format_json(r: &AccessRecord, out: &mut Vec<u8>) {
-    let line = JsonLine {
-        timestamp: Rfc3339Millis(r.start_time),
-        kind: r.kind,
-        direction: r.direction,
-        listener: &r.listener,
-        route: &r.route,
-        cluster: &r.cluster,
-        upstream_address: r.upstream_address,
-        downstream_address: r.downstream_address,
-        method: r.method.as_ref().map(http::Method::as_str),
-        authority: &r.authority,
-        path: &r.path,
-        protocol: r.protocol,
-        status: r.status,
-        grpc_status: r.grpc_status,
-        response_flags: &r.response_flags,
-        attempts: r.attempts,
-        bytes_received: r.bytes_received,
-        bytes_sent: r.bytes_sent,
-        duration_ms: millis_f64(r.duration),
-        upstream_ttfb_ms: r.upstream_ttfb.map(millis_f64),
-        request_id: r.request_id.as_deref(),
-        trace_id: r.trace_id.as_deref(),
-        span_id: r.span_id.as_deref(),
-        user_agent: r.user_agent.as_deref(),
-        x_forwarded_for: r.forwarded_for.as_deref(),
-        peer_identity: r.peer_identity.as_deref(),
-        authz_decision: r.authz_decision,
-        authz_rule: r.authz_rule.as_deref(),
-    };
-    let start = out.len();
-    match serde_json::to_writer(&mut *out, &line) {
-        Ok(()) => out.push(b'\n'),
-        // serde_json fails only on writer errors (a Vec has none) or non-string map keys
-        // (there are no maps here); never leave half a line behind regardless.
-        Err(_) => out.truncate(start),
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Tcp => "tcp",
+        }
     }
+}
+
+/// `,"key":` (every key but the first, which `format_json` writes itself).
+fn json_key(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn json_str(out: &mut Vec<u8>, key: &str, v: Option<&str>) {
+    json_key(out, key);
+    match v {
+        None => out.extend_from_slice(b"null"),
+        Some(v) => {
+            out.push(b'"');
+            json_escape(out, v);
+            out.push(b'"');
+        }
+    }
+}
+
+fn json_num(out: &mut Vec<u8>, key: &str, v: Option<u64>) {
+    json_key(out, key);
+    match v {
+        None => out.extend_from_slice(b"null"),
+        Some(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+    }
+}
+
+/// Milliseconds with microsecond precision: `1.234`.
+fn json_millis(out: &mut Vec<u8>, key: &str, v: Option<Duration>) {
+    json_key(out, key);
+    let Some(d) = v else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let frac = micros % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+fn json_addr(out: &mut Vec<u8>, key: &str, v: Option<SocketAddr>) {
+    json_key(out, key);
+    match v {
+        None => out.extend_from_slice(b"null"),
+        Some(SocketAddr::V4(a)) => {
+            out.push(b'"');
+            let mut b = itoa::Buffer::new();
+            for (i, octet) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(b.format(*octet).as_bytes());
+            }
+            out.push(b':');
+            out.extend_from_slice(b.format(a.port()).as_bytes());
+            out.push(b'"');
+        }
+        // IPv6 text has no characters that need escaping.
+        Some(a) => {
+            let _ = write!(out, "\"{a}\"");
+        }
+    }
+}
+
+/// JSON string escaping (RFC 8259 section 7): `"` and `\\` escaped, control characters
+/// as `\\n`-style or `\\u00XX` escapes; everything else, UTF-8 included, as is.
+fn json_escape(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    // Nearly every value needs no escaping: find out without branching per byte (this
+    // loop vectorizes), then copy it whole.
+    let clean = !bytes
+        .iter()
+        .fold(false, |dirty, &b| dirty | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if clean {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX_DIGITS[usize::from(b >> 4)]);
+                out.push(HEX_DIGITS[usize::from(b & 0xf)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// RFC 3339 UTC with milliseconds, written digit by digit.
+fn push_timestamp(out: &mut Vec<u8>, t: SystemTime) {
+    let (year, month, day, h, m, sec, ms) = Rfc3339Millis(t).parts();
+    if !(0..=9999).contains(&year) {
+        push_display(out, Rfc3339Millis(t));
+        return;
+    }
+    let two = |out: &mut Vec<u8>, v: u32, sep: u8| {
+        out.push(b'0' + (v / 10 % 10) as u8);
+        out.push(b'0' + (v % 10) as u8);
+        out.push(sep);
+    };
+    let y = year as u32;
+    out.extend_from_slice(&[
+        b'0' + (y / 1000) as u8,
+        b'0' + (y / 100 % 10) as u8,
+        b'0' + (y / 10 % 10) as u8,
+        b'0' + (y % 10) as u8,
+        b'-',
+    ]);
+    two(out, month, b'-');
+    two(out, day, b'T');
+    two(out, h, b':');
+    two(out, m, b':');
+    two(out, sec, b'.');
+    out.extend_from_slice(&[
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
 }
 
 /// Formats `r` in Envoy's default access-log format (with the trailing `'\n'`), appended to
@@ -562,10 +681,6 @@ pub fn format_text(r: &AccessRecord, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-fn millis_f64(d: Duration) -> f64 {
-    d.as_micros() as f64 / 1000.0
-}
-
 fn push_display(out: &mut Vec<u8>, value: impl fmt::Display) {
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{value}");
@@ -608,31 +723,38 @@ fn push_escaped(out: &mut Vec<u8>, value: Option<&str>) {
 #[derive(Clone, Copy)]
 struct Rfc3339Millis(SystemTime);
 
-impl fmt::Display for Rfc3339Millis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Floor to the millisecond, also before 1970.
+impl Rfc3339Millis {
+    /// (year, month, day, hour, minute, second, millisecond), floored to the millisecond
+    /// (also before 1970).
+    fn parts(self) -> (i64, u32, u32, u32, u32, u32, u32) {
         let millis: i128 = match self.0.duration_since(UNIX_EPOCH) {
             Ok(after) => after.as_millis() as i128,
             Err(before) => (-(before.duration().as_nanos() as i128)).div_euclid(1_000_000),
         };
         let secs = millis.div_euclid(1000);
-        let ms = millis.rem_euclid(1000);
+        let ms = millis.rem_euclid(1000) as u32;
         let days = secs.div_euclid(86_400) as i64;
-        let of_day = secs.rem_euclid(86_400);
+        let of_day = secs.rem_euclid(86_400) as u32;
         let (year, month, day) = civil_from_days(days);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        (
+            year,
+            month,
+            day,
             of_day / 3600,
             of_day / 60 % 60,
             of_day % 60,
+            ms,
         )
     }
 }
 
-impl Serialize for Rfc3339Millis {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+impl fmt::Display for Rfc3339Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (year, month, day, h, m, s, ms) = self.parts();
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z"
+        )
     }
 }
 

@@ -133,6 +133,9 @@ const ALL_HEADERS: [HeaderName; 8] = [
 /// Families are tried in the order W3C, `b3`, `x-b3-*`; the first valid one wins (see the
 /// module documentation for why).
 pub fn extract(headers: &HeaderMap) -> Option<Incoming> {
+    if !any_propagation_header(headers) {
+        return None;
+    }
     extract_w3c(headers)
         .or_else(|| extract_b3_single(headers))
         .or_else(|| extract_b3_multi(headers))
@@ -146,8 +149,10 @@ pub fn extract(headers: &HeaderMap) -> Option<Incoming> {
 /// B3 debug is not written: [`Outgoing`] carries only the decision, and `sampled` already
 /// says "sample".
 pub fn inject(headers: &mut HeaderMap, out: &Outgoing<'_>) {
-    for name in &ALL_HEADERS {
-        headers.remove(name);
+    if any_propagation_header(headers) {
+        for name in &ALL_HEADERS {
+            headers.remove(name);
+        }
     }
 
     let mut traceparent = [0u8; TRACEPARENT_LEN];
@@ -203,6 +208,15 @@ pub fn hex_trace_id(id: &TraceId) -> String {
 /// Lowercase hex, for logs and span attributes.
 pub fn hex_span_id(id: &SpanId) -> String {
     hex_string(id)
+}
+
+/// Whether any propagation header is present: one pass over the (few) header names
+/// instead of eight hashed lookups, since most requests carry none.
+fn any_propagation_header(headers: &HeaderMap) -> bool {
+    headers.keys().any(|k| {
+        let k = k.as_str();
+        k == "traceparent" || k == "tracestate" || k == "b3" || k.starts_with("x-b3-")
+    })
 }
 
 /// A header that appears more than once where only one is allowed.

@@ -276,7 +276,7 @@ async fn forward(
     // Room for what is added below, so the map grows once, not per insert.
     parts.headers.reserve(4);
     headers::strip_scanned(&mut parts.headers, hop_by_hop, upgrade.as_ref());
-    headers::add_forwarded_scanned(
+    let forwarded_for = headers::add_forwarded_scanned(
         &mut parts.headers,
         hop_by_hop.has_forwarded_for(),
         &ctx.peer_ip,
@@ -284,7 +284,8 @@ async fn forward(
     );
     // The id goes to the upstream (and into logs); like Envoy, the response does not
     // echo it unless the upstream does.
-    headers::ensure_request_id_scanned(&mut parts.headers, hop_by_hop.has_request_id());
+    let request_id =
+        headers::ensure_request_id_scanned(&mut parts.headers, hop_by_hop.has_request_id());
     // hyper answered any `Expect: 100-continue` already; the upstream must not wait for
     // a second one.
     if parts
@@ -325,11 +326,9 @@ async fn forward(
         Err(e) => return (index, Err(e)),
     };
     if let Some(d) = fwd.detail.as_deref_mut() {
-        let text = |h: &http::HeaderMap, n: &str| {
-            h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned)
-        };
-        d.request_id = text(&parts.headers, "x-request-id");
-        d.forwarded_for = text(&parts.headers, "x-forwarded-for");
+        let text = |v: &HeaderValue| v.to_str().ok().map(str::to_owned);
+        d.request_id = text(&request_id);
+        d.forwarded_for = text(&forwarded_for);
         trace_attempt(d, &mut parts.headers);
     }
     let body = if body.is_end_stream() {

@@ -182,7 +182,7 @@ pub fn add_forwarded_scanned(
     present: bool,
     client_ip: &HeaderValue,
     scheme: &'static str,
-) {
+) -> HeaderValue {
     let value = if present {
         let mut xff = Vec::with_capacity(64);
         for v in headers.get_all(&X_FORWARDED_FOR) {
@@ -198,8 +198,9 @@ pub fn add_forwarded_scanned(
     } else {
         client_ip.clone()
     };
-    headers.insert(X_FORWARDED_FOR.clone(), value);
+    headers.insert(X_FORWARDED_FOR.clone(), value.clone());
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    value
 }
 
 /// The client address as it goes into `x-forwarded-for`.

@@ -71,8 +71,9 @@ pub struct Telemetry {
     log_dropped: Counter,
 }
 
-/// Records queued per access-log writer at most; beyond, records are dropped and counted.
-const ACCESS_LOG_QUEUE: usize = 16 * 1024;
+/// Formatted access-log bytes buffered per sink at most (some 20,000 lines); beyond,
+/// records are dropped and counted.
+const ACCESS_LOG_BUFFER: usize = 8 * 1024 * 1024;
 
 impl Telemetry {
     /// Sets up metrics and, when a collector is configured, the span exporter.
@@ -128,7 +129,7 @@ impl Telemetry {
         let l = AccessLog::open(
             spec.sink.clone(),
             spec.format,
-            ACCESS_LOG_QUEUE,
+            ACCESS_LOG_BUFFER,
             self.log_written.clone(),
             self.log_dropped.clone(),
         )?;
@@ -183,8 +184,7 @@ impl ListenerObserve {
         Ok(out)
     }
 
-    /// Writes a record to every log whose filter takes it (built once, and copied only
-    /// when more than one log takes it).
+    /// Writes a record to every log whose filter takes it (built only if one does).
     pub fn log(&self, status: u16, flags: &str, make: impl FnOnce() -> AccessRecord) {
         let mut takers = self
             .logs
@@ -196,13 +196,8 @@ impl ListenerObserve {
             return;
         }
         let record = make();
-        while let Some(log) = takers.next() {
-            if takers.peek().is_some() {
-                log.log(record.clone());
-            } else {
-                log.log(record);
-                return;
-            }
+        for log in takers {
+            log.log(&record);
         }
     }
 }

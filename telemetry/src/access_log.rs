@@ -1,23 +1,25 @@
 //! Access logs: one line per HTTP request and per TCP connection, written off the data path.
 //!
-//! The proxy builds an [`AccessRecord`] when a request (or connection) ends and hands it to
-//! [`AccessLog::log`]. That call only moves the record into a bounded queue: it never blocks,
-//! never formats and never touches the sink. A dedicated thread (`weft-access-log`) takes
-//! records off the queue in batches, formats them ([`format_json`] or [`format_text`]) into
-//! one reused buffer, writes each batch with a single write and flushes it.
+//! When a request (or connection) ends the proxy fills an [`AccessRecord`] and calls
+//! [`AccessLog::log`], which formats it ([`format_json`] or [`format_text`]) straight into
+//! a bounded in-memory buffer shared with a writer thread (`weft-access-log`). Every few
+//! milliseconds that thread swaps the buffer for an empty one and writes what it took with
+//! one `write`. So the data path pays for formatting a line and one uncontended lock, and
+//! nothing per record otherwise: no allocation, no queue message, no wake-up of another
+//! thread, no memory freed on another thread.
 //!
-//! Why: a sink can stall. A full disk, a slow network file system, or a pipe on stdout that
-//! nobody reads (a container runtime whose log collector is wedged) all block `write`. If the
-//! request path wrote the line itself, every worker thread would end up blocked in `write`
-//! and traffic would stop because logging stopped. With the queue in between, a stalled
-//! sink costs only log lines: when the queue is full, [`AccessLog::log`] drops the record and
-//! increments the `dropped` counter, so the loss is visible on a dashboard instead of as an
-//! outage. Records that reach the sink are counted in `written`; a record is always counted
-//! exactly once, in one or the other.
+//! Why a thread at all: a sink can stall. A full disk, a slow network file system, or a
+//! pipe on stdout that nobody reads (a container runtime whose log collector is wedged) all
+//! block `write`. If the request path wrote the line itself, every worker thread would end
+//! up blocked in `write` and traffic would stop because logging stopped. With the buffer in
+//! between, a stalled sink costs only log lines: when the buffer is full, [`AccessLog::log`]
+//! drops the record and increments the `dropped` counter, so the loss is visible on a
+//! dashboard instead of as an outage. Records that reach the sink are counted in `written`;
+//! a record is always counted exactly once, in one or the other.
 //!
-//! Each record is exactly one line whatever its fields contain: JSON strings are escaped by
-//! `serde_json`, and the quoted fields of the text format escape quotes, backslashes and
-//! control characters, so a hostile header can't forge or split a line.
+//! Each record is exactly one line whatever its fields contain: JSON strings are escaped,
+//! and the quoted fields of the text format escape quotes, backslashes and control
+//! characters, so a hostile header can't forge or split a line.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -25,29 +27,20 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::Counter;
 use serde::Serialize;
 
-/// Records the writer takes off the queue before writing them out as one batch.
-const MAX_BATCH: usize = 1024;
-
-/// How long the writer rests after writing a batch that emptied the queue. While it
-/// rests it is not waiting on the queue, so logging a record wakes nobody: under load
-/// the data path pays no wake-up system call per record, and the writer makes one write
-/// per pause instead of one per record. Lines reach the sink at most this late.
+/// How long the writer rests between writes. Lines reach the sink at most this late
+/// (a flush cuts it short); under load each write carries this long's worth of lines.
 const BATCH_PAUSE: Duration = Duration::from_millis(20);
 
-/// Above this size the reused format buffer is shrunk back after a batch, so one burst of
-/// huge records doesn't pin that memory for the life of the process.
+/// The writer keeps at most this much buffer capacity between writes, so a burst does not
+/// pin its memory forever.
 const MAX_IDLE_BUFFER: usize = 1024 * 1024;
-
-/// How long [`AccessLog::flush_blocking`] sleeps between attempts to queue its marker while
-/// the queue is full.
-const FLUSH_RETRY: Duration = Duration::from_millis(1);
 
 /// Where lines go.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -147,8 +140,8 @@ pub struct AccessRecord {
 
 /// A writer of access-log lines, shared by every listener that logs to the same sink.
 ///
-/// Cheap to clone. The writer thread ends, after writing what is still queued, when the last
-/// clone is dropped.
+/// Cheap to clone. The writer thread ends, after writing what is still buffered, when the
+/// last clone is dropped.
 #[derive(Clone, Debug)]
 pub struct AccessLog {
     inner: Arc<Inner>,
@@ -156,18 +149,43 @@ pub struct AccessLog {
 
 #[derive(Debug)]
 struct Inner {
-    queue: SyncSender<Message>,
+    shared: Arc<Shared>,
     sink: Sink,
+    format: Format,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: the writer writes what is left and ends.
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The buffer between the data path and the writer thread.
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer before its pause ends (a flush, the end).
+    wake: Condvar,
+    /// Buffered bytes above which records are dropped.
+    max_bytes: usize,
     format: Format,
     dropped: Counter,
 }
 
-/// What travels through the queue. Records are boxed so each queue slot stays small: the
-/// channel allocates all of its slots up front.
-enum Message {
-    Record(Box<AccessRecord>),
-    /// Acknowledged once every message queued before it has been written (or dropped).
-    Flush(Sender<()>),
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    lines: u64,
+    flushes: Vec<Sender<()>>,
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Why an access log could not be opened.
@@ -190,12 +208,12 @@ impl AccessLog {
     /// Opens the sink and starts the writer thread (named `weft-access-log`).
     ///
     /// A [`Sink::File`] is opened here, so a bad path is an error now rather than a stream of
-    /// dropped records later. `capacity` is the most records queued at once (at least 1);
+    /// dropped records later. `max_bytes` bounds the formatted lines waiting to be written;
     /// `written` and `dropped` are incremented per record written and per record lost.
     pub fn open(
         sink: Sink,
         format: Format,
-        capacity: usize,
+        max_bytes: usize,
         written: Counter,
         dropped: Counter,
     ) -> Result<AccessLog, AccessLogError> {
@@ -213,7 +231,7 @@ impl AccessLog {
                     })?,
             ),
         };
-        Self::open_writer(sink, writer, format, capacity, written, dropped)
+        Self::open_writer(sink, writer, format, max_bytes, written, dropped)
     }
 
     /// [`AccessLog::open`] over an already open writer; `sink` only labels it.
@@ -221,36 +239,47 @@ impl AccessLog {
         sink: Sink,
         writer: Box<dyn Write + Send>,
         format: Format,
-        capacity: usize,
+        max_bytes: usize,
         written: Counter,
         dropped: Counter,
     ) -> Result<AccessLog, AccessLogError> {
-        // A zero-capacity sync channel is a rendezvous: nearly every record would be dropped.
-        let (queue, rx) = mpsc::sync_channel(capacity.max(1));
-        let writer = Writer::new(sink.clone(), writer, format, written, dropped.clone());
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            max_bytes: max_bytes.max(1),
+            format,
+            dropped: dropped.clone(),
+        });
+        let writer = Writer::new(sink.clone(), writer, written, dropped);
+        let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("weft-access-log".to_owned())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(&thread_shared))
             .map_err(AccessLogError::Spawn)?;
         Ok(AccessLog {
             inner: Arc::new(Inner {
-                queue,
+                shared,
                 sink,
                 format,
-                dropped,
             }),
         })
     }
 
-    /// Queues `record` for writing. Never blocks: when the queue is full (or the writer is
-    /// gone) the record is dropped and counted in `dropped`.
-    pub fn log(&self, record: AccessRecord) {
-        match self.inner.queue.try_send(Message::Record(Box::new(record))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.inner.dropped.increment(1);
-            }
+    /// Formats `record` into the buffer. Never blocks on the sink: when the buffer is full
+    /// (the writer is stuck), the record is dropped and counted in `dropped`.
+    pub fn log(&self, record: &AccessRecord) {
+        let shared = &self.inner.shared;
+        let mut p = shared.lock();
+        if p.buf.len() >= shared.max_bytes || p.closed {
+            drop(p);
+            shared.dropped.increment(1);
+            return;
         }
+        match shared.format {
+            Format::Json => format_json(record, &mut p.buf),
+            Format::Text => format_text(record, &mut p.buf),
+        }
+        p.lines += 1;
     }
 
     /// Where this log writes.
@@ -263,34 +292,16 @@ impl AccessLog {
         self.inner.format
     }
 
-    /// Waits until every record queued before this call has been written (or dropped after a
-    /// write error) and the sink flushed. Returns false when that did not happen within about
+    /// Waits until every record logged before this call has been written (or dropped after
+    /// a write error) and the sink flushed. Returns false when that did not happen within
     /// `timeout`, or the writer thread is gone.
     ///
     /// Blocks the calling thread: for tests and shutdown, never for the data path.
     pub fn flush_blocking(&self, timeout: Duration) -> bool {
         let (ack, acked) = mpsc::channel();
-        let mut marker = Message::Flush(ack);
-        // `SyncSender` has no `send_timeout`; retry while the queue is full. The budget is
-        // counted down rather than measured against a clock so this behaves the same inside
-        // a paused-time test runtime.
-        let mut remaining = timeout;
-        loop {
-            match self.inner.queue.try_send(marker) {
-                Ok(()) => break,
-                Err(TrySendError::Disconnected(_)) => return false,
-                Err(TrySendError::Full(back)) => {
-                    if remaining.is_zero() {
-                        return false;
-                    }
-                    let step = remaining.min(FLUSH_RETRY);
-                    std::thread::sleep(step);
-                    remaining -= step;
-                    marker = back;
-                }
-            }
-        }
-        acked.recv_timeout(remaining).is_ok()
+        self.inner.shared.lock().flushes.push(ack);
+        self.inner.shared.wake.notify_one();
+        acked.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -298,11 +309,8 @@ impl AccessLog {
 struct Writer {
     sink: Sink,
     out: Box<dyn Write + Send>,
-    format: Format,
-    /// Formatted lines not yet written; reused across batches.
+    /// The lines being written; swapped with the shared buffer each round.
     buf: Vec<u8>,
-    /// Records in `buf`.
-    lines: u64,
     written: Counter,
     dropped: Counter,
     /// The last write failed and was reported; the next failure stays quiet.
@@ -312,19 +320,11 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(
-        sink: Sink,
-        out: Box<dyn Write + Send>,
-        format: Format,
-        written: Counter,
-        dropped: Counter,
-    ) -> Writer {
+    fn new(sink: Sink, out: Box<dyn Write + Send>, written: Counter, dropped: Counter) -> Writer {
         Writer {
             sink,
             out,
-            format,
-            buf: Vec::with_capacity(64 * 1024),
-            lines: 0,
+            buf: Vec::new(),
             written,
             dropped,
             failing: false,
@@ -332,49 +332,45 @@ impl Writer {
         }
     }
 
-    /// Writes batches until every sender is gone and the queue is empty.
-    fn run(mut self, rx: Receiver<Message>) {
-        while let Ok(first) = rx.recv() {
-            let mut next = Some(first);
-            let mut taken = 0;
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Record(record) => {
-                        match self.format {
-                            Format::Json => format_json(&record, &mut self.buf),
-                            Format::Text => format_text(&record, &mut self.buf),
-                        }
-                        self.lines += 1;
-                    }
-                    Message::Flush(ack) => {
-                        self.write_pending();
-                        // The flusher may have given up waiting; nothing to do then.
-                        let _ = ack.send(());
-                    }
-                }
-                taken += 1;
-                if taken < MAX_BATCH {
-                    // Empty or disconnected: write this batch, then `recv` tells which.
-                    next = rx.try_recv().ok();
-                }
+    /// Writes what the data path buffered, every [`BATCH_PAUSE`] or at once for a flush,
+    /// until every handle is gone and the buffer is empty.
+    fn run(mut self, shared: &Shared) {
+        loop {
+            let (lines, flushes, closed) = {
+                let p = shared.lock();
+                let (mut p, _) = shared
+                    .wake
+                    .wait_timeout_while(p, BATCH_PAUSE, |p| p.flushes.is_empty() && !p.closed)
+                    .unwrap_or_else(PoisonError::into_inner);
+                // Take the lines; hand back an empty buffer with the old one's capacity.
+                self.buf.clear();
+                std::mem::swap(&mut self.buf, &mut p.buf);
+                (
+                    std::mem::take(&mut p.lines),
+                    std::mem::take(&mut p.flushes),
+                    p.closed,
+                )
+            };
+            self.write_lines(lines);
+            for ack in flushes {
+                // The flusher may have given up waiting; nothing to do then.
+                let _ = ack.send(());
             }
-            self.write_pending();
-            if taken < MAX_BATCH {
-                std::thread::sleep(BATCH_PAUSE);
+            if closed && shared.lock().buf.is_empty() {
+                return;
             }
         }
     }
 
-    /// Writes and flushes what is buffered, counting every buffered record as written or
-    /// dropped.
-    fn write_pending(&mut self) {
-        if self.lines == 0 {
+    /// Writes and flushes `self.buf` (holding `lines` lines), counting every line as
+    /// written or dropped.
+    fn write_lines(&mut self, lines: u64) {
+        if lines == 0 {
             return;
         }
-        let result = self.write_buf();
-        match result {
+        match self.write_buf() {
             Ok(()) => {
-                self.written.increment(self.lines);
+                self.written.increment(lines);
                 if self.failing {
                     self.failing = false;
                     tracing::info!(sink = ?self.sink, "access log writes resumed");
@@ -387,15 +383,13 @@ impl Writer {
             Err((written_bytes, error)) => {
                 let complete = count_lines(&self.buf[..written_bytes]);
                 self.written.increment(complete);
-                self.dropped.increment(self.lines - complete);
-                self.torn = written_bytes > 0 && self.buf[written_bytes - 1] != b'\n';
+                self.dropped.increment(lines - complete);
+                self.torn = written_bytes > 0 && self.buf.get(written_bytes - 1) != Some(&b'\n');
                 self.report(&error);
             }
         }
-        self.buf.clear();
-        self.lines = 0;
         if self.buf.capacity() > MAX_IDLE_BUFFER {
-            self.buf.shrink_to(MAX_IDLE_BUFFER);
+            self.buf = Vec::with_capacity(MAX_IDLE_BUFFER);
         }
     }
 
@@ -446,36 +440,38 @@ fn count_lines(bytes: &[u8]) -> u64 {
 /// Strings are escaped as JSON requires (quotes, backslashes, control characters), so a
 /// record is always exactly one line.
 pub fn format_json(r: &AccessRecord, out: &mut Vec<u8>) {
+    // Room for a typical line, so the appends below do not grow the buffer piecemeal.
+    out.reserve(640);
     out.extend_from_slice(b"{\"timestamp\":\"");
     push_timestamp(out, r.start_time);
     out.push(b'"');
-    json_str(out, "kind", Some(r.kind.as_str()));
-    json_str(out, "direction", Some(r.direction));
-    json_str(out, "listener", Some(&r.listener));
-    json_str(out, "route", Some(&r.route));
-    json_str(out, "cluster", Some(&r.cluster));
-    json_addr(out, "upstream_address", r.upstream_address);
-    json_addr(out, "downstream_address", Some(r.downstream_address));
-    json_str(out, "method", r.method.as_ref().map(http::Method::as_str));
-    json_str(out, "authority", Some(&r.authority));
-    json_str(out, "path", Some(&r.path));
-    json_str(out, "protocol", Some(r.protocol));
-    json_num(out, "status", Some(u64::from(r.status)));
-    json_num(out, "grpc_status", r.grpc_status.map(u64::from));
-    json_str(out, "response_flags", Some(&r.response_flags));
-    json_num(out, "attempts", Some(u64::from(r.attempts)));
-    json_num(out, "bytes_received", Some(r.bytes_received));
-    json_num(out, "bytes_sent", Some(r.bytes_sent));
-    json_millis(out, "duration_ms", Some(r.duration));
-    json_millis(out, "upstream_ttfb_ms", r.upstream_ttfb);
-    json_str(out, "request_id", r.request_id.as_deref());
-    json_str(out, "trace_id", r.trace_id.as_deref());
-    json_str(out, "span_id", r.span_id.as_deref());
-    json_str(out, "user_agent", r.user_agent.as_deref());
-    json_str(out, "x_forwarded_for", r.forwarded_for.as_deref());
-    json_str(out, "peer_identity", r.peer_identity.as_deref());
-    json_str(out, "authz_decision", r.authz_decision);
-    json_str(out, "authz_rule", r.authz_rule.as_deref());
+    json_str(out, b",\"kind\":", Some(r.kind.as_str()));
+    json_str(out, b",\"direction\":", Some(r.direction));
+    json_str(out, b",\"listener\":", Some(&r.listener));
+    json_str(out, b",\"route\":", Some(&r.route));
+    json_str(out, b",\"cluster\":", Some(&r.cluster));
+    json_addr(out, b",\"upstream_address\":", r.upstream_address);
+    json_addr(out, b",\"downstream_address\":", Some(r.downstream_address));
+    json_str(out, b",\"method\":", r.method.as_ref().map(http::Method::as_str));
+    json_str(out, b",\"authority\":", Some(&r.authority));
+    json_str(out, b",\"path\":", Some(&r.path));
+    json_str(out, b",\"protocol\":", Some(r.protocol));
+    json_num(out, b",\"status\":", Some(u64::from(r.status)));
+    json_num(out, b",\"grpc_status\":", r.grpc_status.map(u64::from));
+    json_str(out, b",\"response_flags\":", Some(&r.response_flags));
+    json_num(out, b",\"attempts\":", Some(u64::from(r.attempts)));
+    json_num(out, b",\"bytes_received\":", Some(r.bytes_received));
+    json_num(out, b",\"bytes_sent\":", Some(r.bytes_sent));
+    json_millis(out, b",\"duration_ms\":", Some(r.duration));
+    json_millis(out, b",\"upstream_ttfb_ms\":", r.upstream_ttfb);
+    json_str(out, b",\"request_id\":", r.request_id.as_deref());
+    json_str(out, b",\"trace_id\":", r.trace_id.as_deref());
+    json_str(out, b",\"span_id\":", r.span_id.as_deref());
+    json_str(out, b",\"user_agent\":", r.user_agent.as_deref());
+    json_str(out, b",\"x_forwarded_for\":", r.forwarded_for.as_deref());
+    json_str(out, b",\"peer_identity\":", r.peer_identity.as_deref());
+    json_str(out, b",\"authz_decision\":", r.authz_decision);
+    json_str(out, b",\"authz_rule\":", r.authz_rule.as_deref());
     out.extend_from_slice(b"}\n");
 }
 
@@ -488,14 +484,12 @@ impl Kind {
     }
 }
 
-/// `,"key":` (every key but the first, which `format_json` writes itself).
-fn json_key(out: &mut Vec<u8>, key: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
+/// Writes `key`, which the callers spell out whole: `,"name":`.
+fn json_key(out: &mut Vec<u8>, key: &[u8]) {
+    out.extend_from_slice(key);
 }
 
-fn json_str(out: &mut Vec<u8>, key: &str, v: Option<&str>) {
+fn json_str(out: &mut Vec<u8>, key: &[u8], v: Option<&str>) {
     json_key(out, key);
     match v {
         None => out.extend_from_slice(b"null"),
@@ -507,7 +501,7 @@ fn json_str(out: &mut Vec<u8>, key: &str, v: Option<&str>) {
     }
 }
 
-fn json_num(out: &mut Vec<u8>, key: &str, v: Option<u64>) {
+fn json_num(out: &mut Vec<u8>, key: &[u8], v: Option<u64>) {
     json_key(out, key);
     match v {
         None => out.extend_from_slice(b"null"),
@@ -516,7 +510,7 @@ fn json_num(out: &mut Vec<u8>, key: &str, v: Option<u64>) {
 }
 
 /// Milliseconds with microsecond precision: `1.234`.
-fn json_millis(out: &mut Vec<u8>, key: &str, v: Option<Duration>) {
+fn json_millis(out: &mut Vec<u8>, key: &[u8], v: Option<Duration>) {
     json_key(out, key);
     let Some(d) = v else {
         out.extend_from_slice(b"null");
@@ -533,7 +527,7 @@ fn json_millis(out: &mut Vec<u8>, key: &str, v: Option<Duration>) {
     ]);
 }
 
-fn json_addr(out: &mut Vec<u8>, key: &str, v: Option<SocketAddr>) {
+fn json_addr(out: &mut Vec<u8>, key: &[u8], v: Option<SocketAddr>) {
     json_key(out, key);
     match v {
         None => out.extend_from_slice(b"null"),
@@ -563,9 +557,9 @@ fn json_escape(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // Nearly every value needs no escaping: find out without branching per byte (this
     // loop vectorizes), then copy it whole.
-    let clean = !bytes
-        .iter()
-        .fold(false, |dirty, &b| dirty | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let clean = !bytes.iter().fold(false, |dirty, &b| {
+        dirty | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if clean {
         out.extend_from_slice(bytes);
         return;
@@ -780,6 +774,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    use std::sync::mpsc::Receiver;
 
     use serde_json::{Value, json};
 
@@ -1106,7 +1102,7 @@ mod tests {
             let log = AccessLog::open(
                 Sink::File(path.clone()),
                 Format::Json,
-                1000,
+                1 << 20,
                 written.clone(),
                 dropped.clone(),
             )
@@ -1116,7 +1112,7 @@ mod tests {
             for i in 0..500 {
                 let mut r = http_record();
                 r.attempts = i;
-                log.log(r);
+                log.log(&r);
             }
             assert!(log.flush_blocking(WAIT));
             let text = std::fs::read_to_string(&path).unwrap();
@@ -1207,25 +1203,28 @@ mod tests {
         };
         let (written, written_n) = counter();
         let (dropped, dropped_n) = counter();
+        let mut one = Vec::new();
+        format_json(&http_record(), &mut one);
+        // Room for exactly 100 lines.
         let log = AccessLog::open_writer(
             Sink::Stdout,
             Box::new(gated),
             Format::Json,
-            100,
+            100 * one.len(),
             written,
             dropped,
         )
         .unwrap();
 
-        // The first record is taken and its write blocks; everything after queues or drops.
-        log.log(http_record());
+        // The first record is taken and its write blocks; everything after is buffered or
+        // dropped, and `log` keeps returning at once.
+        log.log(&http_record());
         entered.recv_timeout(WAIT).unwrap();
         for _ in 1..10_000 {
-            log.log(http_record());
+            log.log(&http_record());
         }
         let dropped_while_stalled = dropped_n.load(Ordering::Relaxed);
-        assert!(dropped_while_stalled >= 10_000 - 100 - MAX_BATCH as u64);
-        // Exactly: one record in flight, 100 queued.
+        // Exactly: one record in flight, 100 buffered.
         assert_eq!(dropped_while_stalled, 10_000 - 1 - 100);
         assert_eq!(written_n.load(Ordering::Relaxed), 0);
 
@@ -1277,31 +1276,24 @@ mod tests {
         };
         let (written, written_n) = counter();
         let (dropped, dropped_n) = counter();
-        // Run the writer on this thread over a prepared queue, so the batches are known:
-        // five records, a flush marker (ends the failing batch), then three more.
-        let (queue, rx) = mpsc::sync_channel(100);
-        for _ in 0..5 {
-            queue
-                .send(Message::Record(Box::new(http_record())))
-                .unwrap();
-        }
-        let (ack, acked) = mpsc::channel();
-        queue.send(Message::Flush(ack)).unwrap();
-        for _ in 0..3 {
-            queue
-                .send(Message::Record(Box::new(http_record())))
-                .unwrap();
-        }
-        drop(queue);
-        Writer::new(
+        // Two batches, each ended by a flush: five records (the failing write), then three.
+        let log = AccessLog::open_writer(
             Sink::Stderr,
             Box::new(failing),
             Format::Json,
+            1 << 20,
             written,
             dropped,
         )
-        .run(rx);
-        acked.try_recv().unwrap();
+        .unwrap();
+        for _ in 0..5 {
+            log.log(&http_record());
+        }
+        assert!(log.flush_blocking(WAIT));
+        for _ in 0..3 {
+            log.log(&http_record());
+        }
+        assert!(log.flush_blocking(WAIT));
 
         let written = written_n.load(Ordering::Relaxed);
         let dropped = dropped_n.load(Ordering::Relaxed);
@@ -1348,15 +1340,15 @@ mod tests {
             Sink::Stdout,
             Box::new(writer),
             Format::Text,
-            1000,
+            1 << 20,
             written,
             Counter::noop(),
         )
         .unwrap();
         let other = log.clone();
         for _ in 0..300 {
-            log.log(tcp_record());
-            other.log(http_record());
+            log.log(&tcp_record());
+            other.log(&http_record());
         }
         drop(log);
         drop(other);

@@ -1124,3 +1124,165 @@ fn config_dump_reads_back_as_the_same_configuration() {
     assert_eq!(logger(&mut m0), logger(&mut m1));
     assert_eq!(m0, m1);
 }
+
+/// An Envoy resource list with one HTTP listener whose connection manager carries
+/// `extra` (indented YAML keys of the HttpConnectionManager).
+fn hcm_with(extra: &str) -> String {
+    format!(
+        r#"
+resources:
+  - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+    name: edge
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}
+    filter_chains:
+      - filters:
+          - name: envoy.filters.network.http_connection_manager
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+              stat_prefix: edge
+              http_filters:
+                - name: envoy.filters.http.router
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              route_config:
+                name: edge
+                virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: / }}, direct_response: {{ status: 200 }} }} ] }} ]
+{extra}"#
+    )
+}
+
+fn http_listener(loaded: &Loaded) -> &crate::snapshot::HttpListener {
+    match &loaded.snapshot.listeners[0].kind {
+        ListenerKind::Http(h) => h,
+        ListenerKind::Tcp(_) => panic!("not http"),
+    }
+}
+
+#[test]
+fn access_logs_and_tracing_from_friendly_and_envoy_forms() {
+    use weft_telemetry::access_log::{Format, Sink};
+
+    use crate::snapshot::LogFilter;
+    // Friendly: compiled to Envoy loggers and read back.
+    let loaded = load(
+        "\
+tracing: { sample_percent: 2.5 }
+listeners:
+  - name: edge
+    address: 127.0.0.1:8080
+    access_log: { path: /var/log/weft/edge.log, only_errors: true }
+    routes: [ { respond: { status: 200 } } ]
+",
+    );
+    let h = http_listener(&loaded);
+    assert_eq!(h.access_logs.len(), 1);
+    assert_eq!(
+        h.access_logs[0].sink,
+        Sink::File("/var/log/weft/edge.log".into())
+    );
+    assert_eq!(h.access_logs[0].format, Format::Json);
+    assert_eq!(
+        h.access_logs[0].filter,
+        LogFilter {
+            min_status: Some(400),
+            flagged: true
+        }
+    );
+    assert!((h.tracing.map(|t| t.sample_ratio).unwrap_or(-1.0) - 0.025).abs() < 1e-9);
+
+    // (Envoy access_log / tracing YAML under the connection manager, expected sink,
+    // format, filter, sample ratio)
+    type Case = (&'static str, Option<(Sink, Format, LogFilter)>, Option<f64>);
+    let cases: &[Case] = &[
+        (
+            "              access_log:\n                - name: envoy.access_loggers.stdout\n                  typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog }\n",
+            Some((Sink::Stdout, Format::Text, LogFilter::default())),
+            None,
+        ),
+        (
+            "              access_log:\n                - name: f\n                  filter: { status_code_filter: { comparison: { op: GE, value: { default_value: 500, runtime_key: k } } } }\n                  typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /dev/stderr, log_format: { json_format: { a: \"%START_TIME%\" } } }\n",
+            Some((
+                Sink::Stderr,
+                Format::Json,
+                LogFilter {
+                    min_status: Some(500),
+                    flagged: false,
+                },
+            )),
+            None,
+        ),
+        ("              tracing: {}\n", None, Some(1.0)),
+        (
+            "              tracing: { random_sampling: { value: 10 }, provider: { name: envoy.tracers.opentelemetry } }\n",
+            None,
+            Some(0.1),
+        ),
+    ];
+    for (extra, log, ratio) in cases {
+        let loaded = load(&hcm_with(extra));
+        let h = http_listener(&loaded);
+        let got = h
+            .access_logs
+            .first()
+            .map(|a| (a.sink.clone(), a.format, a.filter));
+        assert_eq!(&got, log, "{extra}");
+        assert_eq!(h.tracing.map(|t| t.sample_ratio), *ratio, "{extra}");
+    }
+}
+
+#[test]
+fn unsupported_access_log_and_tracing_settings_are_rejected_by_place() {
+    // (HttpConnectionManager YAML, where the problem must be named, words of the message)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "              access_log:\n                - name: f\n                  typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /tmp/x, log_format: { text_format: \"%START_TIME%\\n\" } }\n",
+            "access_log[0].typed_config.log_format.text_format",
+            "custom text formats",
+        ),
+        (
+            "              access_log:\n                - name: f\n                  filter: { duration_filter: { comparison: { op: GE, value: { default_value: 5, runtime_key: k } } } }\n                  typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog }\n",
+            "access_log[0].filter",
+            "unsupported access log filter",
+        ),
+        (
+            "              access_log:\n                - name: f\n                  typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog }\n",
+            "access_log[0].typed_config.path",
+            "file path is required",
+        ),
+        (
+            "              tracing: { random_sampling: { value: 150 } }\n",
+            "tracing.random_sampling",
+            "percentage",
+        ),
+        (
+            "              tracing: { provider: { name: envoy.tracers.zipkin } }\n",
+            "tracing.provider",
+            "unsupported tracer",
+        ),
+    ];
+    for (extra, place, words) in cases {
+        let found = problems(&hcm_with(extra));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.place.contains(place) && p.message.contains(words)),
+            "{place}: {found:#?}"
+        );
+    }
+    // Friendly: a sampling percentage out of range names its line.
+    let found = problems(
+        "\
+tracing: { sample_percent: 101 }
+listeners:
+  - name: edge
+    address: 127.0.0.1:8080
+    routes: [ { respond: { status: 200 } } ]
+",
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.place.contains("tracing.sample_percent")),
+        "{found:#?}"
+    );
+}

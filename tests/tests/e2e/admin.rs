@@ -1,6 +1,7 @@
 //! The admin server: `/metrics` counts a known mix of requests (parsed with
 //! prometheus-parse), `/live` and `/ready` answer, `/config_dump` is JSON holding the
-//! listener, `/explain` names the route.
+//! listener, `/explain` names the route; `/clusters`, `/stats`, the process metrics and
+//! `/logging` (show, change, refuse a bad filter).
 
 use weft_tests::{Client, TestProxy, eventually, upstream, within};
 
@@ -185,4 +186,97 @@ fn has_string(v: &serde_json::Value, needle: &str) -> bool {
         serde_json::Value::Object(o) => o.values().any(|x| has_string(x, needle)),
         _ => false,
     }
+}
+
+/// `/clusters` lists every endpoint with its weight, health, latency estimate and load;
+/// `/stats` is the counters and gauges without histogram buckets; `/metrics` carries the
+/// process figures; `/logging` shows and changes the log filter and refuses a bad one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_stats_process_metrics_and_logging() -> anyhow::Result<()> {
+    let up = upstream::http1("fine").await?;
+    let proxy = TestProxy::start(&format!(
+        r#"
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    routes: [ {{ name: ok, to: fine }} ]
+clusters:
+  fine: {{ endpoints: [{{ address: "{}", weight: 3 }}] }}
+"#,
+        up.addr()
+    ))
+    .await?;
+    // Logging as `weft` sets it up (the first install in this process wins; the filter
+    // is what /logging reports and changes).
+    let _ = weft_telemetry::logging::init(Some("error"), weft_telemetry::logging::LogFormat::Text);
+    within(LIMIT, "admin endpoints", async {
+        let client = Client::http1();
+        assert_eq!(client.get(&proxy.url("edge", "/x")).await?.code(), 200);
+
+        let text = client.get(&proxy.admin_url("/clusters")).await?.text();
+        let a = up.addr();
+        for line in [
+            format!("fine::{a}::weight::3"),
+            format!("fine::{a}::health_flags::healthy"),
+            format!("fine::{a}::rq_active::0"),
+            format!("fine::{a}::cx_idle::1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        let json: serde_json::Value = serde_json::from_str(
+            &client
+                .get(&proxy.admin_url("/clusters?format=json"))
+                .await?
+                .text(),
+        )?;
+        let ep = &json["clusters"][0]["endpoints"][0];
+        assert_eq!(json["clusters"][0]["name"], "fine", "{json}");
+        assert_eq!(ep["address"], a.to_string(), "{json}");
+        assert_eq!(ep["weight"], 3, "{json}");
+        assert!(
+            ep["ewma_latency_ms"].as_f64().is_some_and(|v| v > 0.0),
+            "{json}"
+        );
+
+        let stats = client.get(&proxy.admin_url("/stats")).await?.text();
+        assert!(
+            stats
+                .lines()
+                .any(|l| l.starts_with("istio_requests_total{")),
+            "{stats}"
+        );
+        assert!(!stats.contains("_bucket{"), "{stats}");
+        assert!(!stats.contains("# TYPE"), "{stats}");
+
+        let m = proxy.metrics().await?;
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_max_fds",
+        ] {
+            assert!(
+                m.scrape.samples.iter().any(|s| s.metric == name),
+                "{name} missing:\n{}",
+                m.text
+            );
+        }
+
+        let logging = proxy.admin_url("/logging");
+        let set = client
+            .post(&format!("{logging}?level=weft_proxy%3Dwarn,error"), "")
+            .await?;
+        assert_eq!(set.code(), 200, "{}", set.text());
+        let shown = client.get(&logging).await?.text();
+        assert!(shown.contains("weft_proxy=warn,error"), "{shown}");
+        let bad = client
+            .post(&format!("{logging}?level=%3D%3D%3D"), "")
+            .await?;
+        assert_eq!(bad.code(), 400, "{}", bad.text());
+        // The rejected filter did not replace the good one.
+        let shown = client.get(&logging).await?.text();
+        assert!(shown.contains("weft_proxy=warn,error"), "{shown}");
+        anyhow::Ok(())
+    })
+    .await?
 }

@@ -273,8 +273,9 @@ async fn forward(
         .map(|v| balance::hash_key(v.as_bytes()));
 
     let (mut parts, body) = req.into_parts();
-    // Room for what is added below, so the map grows once, not per insert.
-    parts.headers.reserve(4);
+    // Room for what is added below (forwarding headers, request id, Host, traceparent),
+    // so the map grows once, not per insert.
+    parts.headers.reserve(5);
     headers::strip_scanned(&mut parts.headers, hop_by_hop, upgrade.as_ref());
     let forwarded_for = headers::add_forwarded_scanned(
         &mut parts.headers,

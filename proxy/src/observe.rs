@@ -34,6 +34,7 @@ use weft_telemetry::trace::{self, AttrValue, SpanKind, SpanRecord, Tracer};
 use weft_telemetry::{Registry, names};
 
 use crate::http::body::{Body, BoxError};
+use crate::http::headers;
 use crate::snapshot::{AccessLogSpec, LogFilter, TracingSpec};
 use crate::state::RequestStats;
 
@@ -325,16 +326,15 @@ impl Detail {
         authority: &str,
         req: &http::Request<B>,
     ) -> Detail {
-        let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+        let (method, uri, head) = (req.method(), req.uri(), req.headers());
         let text = |name: &http::HeaderName| {
-            headers
-                .get(name)
+            head.get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
         // Decided on arrival, so requests the proxy answers itself (no route, direct
         // responses, redirects) are traced like forwarded ones.
-        let trace = observe.tracing.map(|spec| decide_trace(headers, &spec));
+        let trace = observe.tracing.map(|spec| decide_trace(head, &spec));
         let traced = trace.as_ref().filter(|t| t.sampled).map(|t| Traced {
             trace_id: t.trace_id,
             server_span: propagation::new_span_id(),
@@ -358,7 +358,12 @@ impl Detail {
             version: req.version(),
             // The caller's id; a forwarded request's is replaced by the one the upstream
             // gets, and a request without one gets one (like Envoy) when it is logged.
-            request_id: text(&crate::http::headers::X_REQUEST_ID),
+            // Only an id the upstream would also get (see `headers::is_sane_request_id`).
+            request_id: head
+                .get(&headers::X_REQUEST_ID)
+                .filter(|v| headers::is_sane_request_id(v))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             user_agent: text(&http::header::USER_AGENT),
             forwarded_for: None,
             ttfb: None,
@@ -454,7 +459,12 @@ impl Exchange {
             bytes_sent: sent,
             duration,
             upstream_ttfb: d.ttfb,
-            request_id: Some(d.request_id.unwrap_or_else(new_request_id)),
+            request_id: Some(d.request_id.unwrap_or_else(|| {
+                headers::new_request_id()
+                    .to_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })),
             trace_id: traced
                 .as_ref()
                 .map(|t| propagation::hex_trace_id(&t.trace_id)),
@@ -555,14 +565,6 @@ fn record_spans(
         });
     }
     tracer.record(server);
-}
-
-/// A version-4 UUID from the thread's fast generator.
-fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-        .into_uuid()
-        .hyphenated()
-        .to_string()
 }
 
 fn saturate(n: u64) -> i64 {

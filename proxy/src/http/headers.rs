@@ -220,25 +220,33 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 pub fn ensure_request_id_scanned(headers: &mut HeaderMap, present: bool) -> HeaderValue {
     if present
         && let Some(v) = headers.get(&X_REQUEST_ID)
-        && (1..=128).contains(&v.len())
-        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        && is_sane_request_id(v)
     {
         let v = v.clone();
         // One id per request: a second line would give the upstream two.
         headers.insert(X_REQUEST_ID.clone(), v.clone());
         return v;
     }
-    // A version-4 UUID from the thread's fast generator: ids need to be unique, not
-    // unguessable.
+    let v = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), v.clone());
+    v
+}
+
+/// Whether an incoming `x-request-id` is kept: 1-128 visible ASCII characters.
+pub fn is_sane_request_id(v: &HeaderValue) -> bool {
+    (1..=128).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+}
+
+/// A new request id: a version-4 UUID from the thread's fast generator (ids need to be
+/// unique, not unguessable).
+pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
         .into_uuid()
         .hyphenated()
         .encode_lower(&mut buf);
-    let v = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(id.as_bytes()))
-        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    headers.insert(X_REQUEST_ID.clone(), v.clone());
-    v
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(id.as_bytes()))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// The path (and query) after a prefix rewrite: the part the route matched is replaced.

@@ -32,7 +32,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::Counter;
-use serde::Serialize;
 
 /// How long the writer rests between writes. Lines reach the sink at most this late
 /// (a flush cuts it short); under load each write carries this long's worth of lines.
@@ -64,8 +63,7 @@ pub enum Format {
 }
 
 /// What a record describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// One HTTP request (serialized as `"http"`).
     Http,
@@ -151,7 +149,6 @@ pub struct AccessLog {
 struct Inner {
     shared: Arc<Shared>,
     sink: Sink,
-    format: Format,
 }
 
 impl Drop for Inner {
@@ -257,11 +254,7 @@ impl AccessLog {
             .spawn(move || writer.run(&thread_shared))
             .map_err(AccessLogError::Spawn)?;
         Ok(AccessLog {
-            inner: Arc::new(Inner {
-                shared,
-                sink,
-                format,
-            }),
+            inner: Arc::new(Inner { shared, sink }),
         })
     }
 
@@ -289,7 +282,7 @@ impl AccessLog {
 
     /// The line format of this log.
     pub fn format(&self) -> Format {
-        self.inner.format
+        self.inner.shared.format
     }
 
     /// Waits until every record logged before this call has been written (or dropped after
@@ -435,8 +428,8 @@ fn count_lines(bytes: &[u8]) -> u64 {
 
 /// Formats `r` as one JSON object on one line (with the trailing `'\n'`), appended to `out`.
 ///
-/// Written by hand rather than through serde: this runs once per request on the writer
-/// thread, and on a busy proxy that thread competes with traffic for the same cores.
+/// Written by hand rather than through serde: this runs once per request on a worker
+/// thread, in the data path.
 /// Strings are escaped as JSON requires (quotes, backslashes, control characters), so a
 /// record is always exactly one line.
 pub fn format_json(r: &AccessRecord, out: &mut Vec<u8>) {
@@ -488,13 +481,9 @@ impl Kind {
     }
 }
 
-/// Writes `key`, which the callers spell out whole: `,"name":`.
-fn json_key(out: &mut Vec<u8>, key: &[u8]) {
-    out.extend_from_slice(key);
-}
-
 fn json_str(out: &mut Vec<u8>, key: &[u8], v: Option<&str>) {
-    json_key(out, key);
+    // `key` is spelled out whole by the caller: `,"name":`.
+    out.extend_from_slice(key);
     match v {
         None => out.extend_from_slice(b"null"),
         Some(v) => {
@@ -506,7 +495,7 @@ fn json_str(out: &mut Vec<u8>, key: &[u8], v: Option<&str>) {
 }
 
 fn json_num(out: &mut Vec<u8>, key: &[u8], v: Option<u64>) {
-    json_key(out, key);
+    out.extend_from_slice(key);
     match v {
         None => out.extend_from_slice(b"null"),
         Some(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
@@ -515,7 +504,7 @@ fn json_num(out: &mut Vec<u8>, key: &[u8], v: Option<u64>) {
 
 /// Milliseconds with microsecond precision: `1.234`.
 fn json_millis(out: &mut Vec<u8>, key: &[u8], v: Option<Duration>) {
-    json_key(out, key);
+    out.extend_from_slice(key);
     let Some(d) = v else {
         out.extend_from_slice(b"null");
         return;
@@ -532,7 +521,7 @@ fn json_millis(out: &mut Vec<u8>, key: &[u8], v: Option<Duration>) {
 }
 
 fn json_addr(out: &mut Vec<u8>, key: &[u8], v: Option<SocketAddr>) {
-    json_key(out, key);
+    out.extend_from_slice(key);
     match v {
         None => out.extend_from_slice(b"null"),
         Some(SocketAddr::V4(a)) => {

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -31,6 +31,145 @@ impl Default for Registry {
         Self::new()
     }
 }
+
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The `# HELP` text of every metric the registry holds (the `process_*` figures are
+/// rendered by [`crate::process`] with their own).
+const DESCRIPTIONS: &[(&str, Kind, &str)] = {
+    use names::*;
+    &[
+        (
+            REQUESTS_TOTAL,
+            Kind::Counter,
+            "Requests handled, by route, destination and response code.",
+        ),
+        (
+            REQUEST_DURATION_MS,
+            Kind::Histogram,
+            "Time from request arrival to the end of its response, in milliseconds.",
+        ),
+        (
+            REQUEST_BYTES,
+            Kind::Histogram,
+            "Request body sizes, in bytes.",
+        ),
+        (
+            RESPONSE_BYTES,
+            Kind::Histogram,
+            "Response body sizes, in bytes.",
+        ),
+        (
+            TCP_SENT_BYTES,
+            Kind::Counter,
+            "Bytes sent to downstream peers of TCP-proxied connections.",
+        ),
+        (
+            TCP_RECEIVED_BYTES,
+            Kind::Counter,
+            "Bytes received from downstream peers of TCP-proxied connections.",
+        ),
+        (
+            TCP_CONNECTIONS_OPENED,
+            Kind::Counter,
+            "TCP-proxied connections opened.",
+        ),
+        (
+            TCP_CONNECTIONS_CLOSED,
+            Kind::Counter,
+            "TCP-proxied connections closed, by response flag.",
+        ),
+        (
+            DOWNSTREAM_CONNECTIONS_ACTIVE,
+            Kind::Gauge,
+            "Downstream connections currently open.",
+        ),
+        (
+            DOWNSTREAM_CONNECTIONS_TOTAL,
+            Kind::Counter,
+            "Downstream connections accepted.",
+        ),
+        (
+            PROTOCOL_DETECTION_TOTAL,
+            Kind::Counter,
+            "Protocol detection outcomes on HTTP listeners.",
+        ),
+        (
+            CONFIG_UPDATES_TOTAL,
+            Kind::Counter,
+            "Configuration snapshots applied.",
+        ),
+        (
+            CONFIG_REJECTIONS_TOTAL,
+            Kind::Counter,
+            "Configuration updates rejected; the previous snapshot stayed active.",
+        ),
+        (
+            CONFIG_LAST_APPLIED,
+            Kind::Gauge,
+            "Unix time of the last applied configuration, in seconds.",
+        ),
+        (
+            UPSTREAM_CONNECTIONS_TOTAL,
+            Kind::Counter,
+            "Upstream connections opened.",
+        ),
+        (
+            UPSTREAM_CONNECT_FAILURES_TOTAL,
+            Kind::Counter,
+            "Upstream connection attempts that failed.",
+        ),
+        (
+            UPSTREAM_POOL_IDLE,
+            Kind::Gauge,
+            "Idle pooled upstream connections.",
+        ),
+        (
+            UPSTREAM_REQUESTS_ACTIVE,
+            Kind::Gauge,
+            "Upstream requests in flight.",
+        ),
+        (
+            UPSTREAM_RETRIES_TOTAL,
+            Kind::Counter,
+            "Requests sent again after a reused connection turned out closed.",
+        ),
+        (
+            TIMEOUTS_TOTAL,
+            Kind::Counter,
+            "Requests that hit their route timeout.",
+        ),
+        (
+            CLUSTER_ENDPOINTS,
+            Kind::Gauge,
+            "Endpoints currently known per cluster.",
+        ),
+        (
+            ACCESS_LOG_WRITTEN,
+            Kind::Counter,
+            "Access-log records written.",
+        ),
+        (
+            ACCESS_LOG_DROPPED,
+            Kind::Counter,
+            "Access-log records dropped because the sink fell behind.",
+        ),
+        (
+            SPANS_EXPORTED,
+            Kind::Counter,
+            "Spans exported to the OTLP collector.",
+        ),
+        (
+            SPANS_DROPPED,
+            Kind::Counter,
+            "Spans dropped: export queue full, or the export failed.",
+        ),
+    ]
+};
 
 static METADATA: Metadata<'static> =
     metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -70,51 +209,14 @@ impl Registry {
 
     fn describe(&self) {
         let r = &self.recorder;
-        r.describe_counter(
-            names::REQUESTS_TOTAL.into(),
-            None,
-            "Requests handled, by route, destination and response code.".into(),
-        );
-        r.describe_histogram(
-            names::REQUEST_DURATION_MS.into(),
-            Some(Unit::Milliseconds),
-            "Time from request arrival to the end of its response.".into(),
-        );
-        r.describe_gauge(
-            names::DOWNSTREAM_CONNECTIONS_ACTIVE.into(),
-            None,
-            "Downstream connections currently open.".into(),
-        );
-        r.describe_counter(
-            names::DOWNSTREAM_CONNECTIONS_TOTAL.into(),
-            None,
-            "Downstream connections accepted.".into(),
-        );
-        r.describe_counter(
-            names::CONFIG_UPDATES_TOTAL.into(),
-            None,
-            "Configuration snapshots applied.".into(),
-        );
-        r.describe_counter(
-            names::CONFIG_REJECTIONS_TOTAL.into(),
-            None,
-            "Configuration updates rejected; the previous snapshot stayed active.".into(),
-        );
-        r.describe_counter(
-            names::UPSTREAM_CONNECTIONS_TOTAL.into(),
-            None,
-            "Upstream connections opened.".into(),
-        );
-        r.describe_counter(
-            names::UPSTREAM_CONNECT_FAILURES_TOTAL.into(),
-            None,
-            "Upstream connection attempts that failed.".into(),
-        );
-        r.describe_gauge(
-            names::CLUSTER_ENDPOINTS.into(),
-            None,
-            "Endpoints currently known per cluster.".into(),
-        );
+        for (name, kind, help) in DESCRIPTIONS {
+            let (name, help) = ((*name).into(), (*help).into());
+            match kind {
+                Kind::Counter => r.describe_counter(name, None, help),
+                Kind::Gauge => r.describe_gauge(name, None, help),
+                Kind::Histogram => r.describe_histogram(name, None, help),
+            }
+        }
     }
 
     /// A counter handle for `name` with `labels`.
@@ -178,5 +280,25 @@ mod tests {
             "{text}"
         );
         assert!(!b.render().contains("istio_requests_total{"));
+    }
+
+    #[test]
+    fn metrics_render_with_their_help_text() {
+        let r = Registry::new();
+        r.histogram(names::REQUEST_BYTES, &[]).record(10.0);
+        r.counter(names::TCP_CONNECTIONS_CLOSED, &[]).increment(1);
+        r.gauge(names::UPSTREAM_POOL_IDLE, &[]).set(2.0);
+        let text = r.render();
+        for name in [
+            names::REQUEST_BYTES,
+            names::TCP_CONNECTIONS_CLOSED,
+            names::UPSTREAM_POOL_IDLE,
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
+        }
+        assert!(
+            text.contains(r#"istio_request_bytes_bucket{le="10"} 1"#),
+            "{text}"
+        );
     }
 }

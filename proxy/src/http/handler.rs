@@ -71,10 +71,7 @@ pub async fn handle(
     let ListenerKind::Http(http) = &listener.kind else {
         return Ok(ProxyError::NoRoute.into_response());
     };
-    let host = match checked_authority(&req) {
-        Ok(h) => h,
-        Err(e) => return Ok(e.into_response()),
-    };
+    let checked = checked_authority(&req);
     let observe = &state.observe[li];
     // Strings for a log record or a span are copied only when something will use them.
     let mut detail = (!observe.logs.is_empty() || observe.tracing.is_some()).then(|| {
@@ -83,10 +80,27 @@ pub async fn handle(
             listener.name.clone(),
             ctx.peer,
             ctx.scheme,
-            host,
+            checked.as_ref().map_or("", |h| h),
             &req,
         ))
     });
+    let host = match checked {
+        Ok(h) => h,
+        Err(err) => {
+            // Counted and logged like a request no route took: it never reached one.
+            let exchange = Exchange {
+                started,
+                stats: state.no_route_stats[li].clone(),
+                protocol,
+                status: err.status().as_u16(),
+                flags: err.response_flag(),
+                grpc_status: None,
+                request_bytes: None,
+                detail,
+            };
+            return Ok(observed(err.into_response(), exchange));
+        }
+    };
     let selected = {
         let view = RequestView {
             method: req.method(),

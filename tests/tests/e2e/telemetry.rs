@@ -1280,9 +1280,21 @@ clusters:
         assert_eq!(h1.get(&proxy.url("picky", "/missing")).await?.code(), 404);
         let v = record(&proxy, &errors, "only_errors 404", by_path("/missing")).await?;
         assert_eq!((&v["status"], &v["response_flags"]), (&404.into(), &"NR".into()));
+        // A request refused before routing (two Host headers: 400) is logged too.
+        let reply = weft_tests::client::raw_exchange(
+            proxy.addr("picky"),
+            b"GET /api/twice HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            Duration::from_millis(500),
+            65536,
+        )
+        .await?;
+        assert!(reply.text().starts_with("HTTP/1.1 400"), "{}", reply.text());
+        let v = record(&proxy, &errors, "400", by_path("/api/twice")).await?;
+        assert_eq!((&v["status"], &v["response_flags"]), (&400.into(), &"DPE".into()));
+        assert_eq!(v["route"], "", "{v}");
         flush(&proxy).await?;
         let logged = lines(&errors)?;
-        assert_eq!(logged.len(), 1, "only the 404: {logged:#?}");
+        assert_eq!(logged.len(), 2, "only the 404 and the 400: {logged:#?}");
 
         // Envoy's default text line.
         let reply = h1
@@ -1348,10 +1360,11 @@ clusters:
         assert!(v["method"].is_null(), "{v}");
         assert!(v["duration_ms"].as_f64().is_some_and(|d| d >= 0.0), "{v}");
 
-        // Three lines written (one per file), none dropped.
+        // Four lines written (the 404 and the 400, the text line, the TCP line), none
+        // dropped.
         flush(&proxy).await?;
         let m = proxy.metrics().await?;
-        assert_eq!(m.sum("weft_access_log_records_total", &[]), 3.0, "{}", m.text);
+        assert_eq!(m.sum("weft_access_log_records_total", &[]), 4.0, "{}", m.text);
         assert_eq!(m.sum("weft_access_log_dropped_total", &[]), 0.0);
         anyhow::Ok(())
     })

@@ -449,6 +449,20 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_endpoint_is_an_error_at_start() {
+        let err = Tracer::start(
+            ExportConfig {
+                endpoint: Some("not a url".into()),
+                ..ExportConfig::default()
+            },
+            Counter::noop(),
+            Counter::noop(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, TraceError::Exporter(_)), "{err}");
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_without_blocking() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicU64, Ordering};

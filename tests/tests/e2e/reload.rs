@@ -332,6 +332,30 @@ async fn a_bad_update_is_rejected_and_the_old_configuration_keeps_serving() -> a
         assert_eq!(proxy.version(), 1);
         assert_eq!(client.get(&svc).await?.upstream(), Some("blue"));
 
+        // Valid as text, but its access-log file cannot be opened: rejected when the
+        // run-time parts are built, naming the listener and the path.
+        let missing = proxy.dir().join("no-such-dir").join("edge.log");
+        proxy.rewrite_config(&good.replacen(
+            "    address: 127.0.0.1:0\n",
+            &format!(
+                "    address: 127.0.0.1:0\n    access_log: {{ path: \"{}\" }}\n",
+                missing.display()
+            ),
+            1,
+        ))?;
+        assert!(
+            proxy.reload().await.is_err(),
+            "an access log that cannot be opened is accepted"
+        );
+        let why = proxy.proxy().last_rejection().expect("a rejection reason");
+        assert!(
+            why.contains("\"edge\"") && why.contains("no-such-dir"),
+            "the reason names the listener and the path: {why}"
+        );
+        assert_eq!(rejections(&proxy).await?, 2.0);
+        assert_eq!(proxy.version(), 1);
+        assert_eq!(client.get(&svc).await?.upstream(), Some("blue"));
+
         // A YAML syntax error.
         proxy.rewrite_config("listeners:\n  - name: edge\n    address: [127.0.0.1:0\n")?;
         assert!(proxy.reload().await.is_err(), "broken YAML is accepted");
@@ -341,7 +365,7 @@ async fn a_bad_update_is_rejected_and_the_old_configuration_keeps_serving() -> a
             why2.contains("weft.yaml"),
             "the reason names the file: {why2}"
         );
-        assert_eq!(rejections(&proxy).await?, 2.0);
+        assert_eq!(rejections(&proxy).await?, 3.0);
         assert_eq!(client.get(&svc).await?.upstream(), Some("blue"));
         let reply = Client::http2().get(&svc).await?;
         assert_eq!(reply.upstream(), Some("blue"));
@@ -350,7 +374,7 @@ async fn a_bad_update_is_rejected_and_the_old_configuration_keeps_serving() -> a
         proxy.watch().await;
         proxy.rewrite_config(&good.replace("address:", "adress:"))?;
         eventually(LIMIT, "the watcher rejects the file", async || {
-            rejections(&proxy).await.unwrap_or(0.0) >= 3.0
+            rejections(&proxy).await.unwrap_or(0.0) >= 4.0
         })
         .await?;
         let why3 = proxy.proxy().last_rejection().expect("a rejection reason");
@@ -370,7 +394,7 @@ async fn a_bad_update_is_rejected_and_the_old_configuration_keeps_serving() -> a
         .await?;
         assert!(proxy.proxy().last_rejection().is_none());
         let m = proxy.metrics().await?;
-        assert_eq!(m.sum("weft_config_rejections_total", &[]), 3.0);
+        assert_eq!(m.sum("weft_config_rejections_total", &[]), 4.0);
         assert_eq!(m.sum("weft_config_updates_total", &[]), 2.0);
         anyhow::Ok(())
     })

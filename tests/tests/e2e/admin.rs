@@ -1,7 +1,7 @@
 //! The admin server: `/metrics` counts a known mix of requests (parsed with
 //! prometheus-parse), `/live` and `/ready` answer, `/config_dump` is JSON holding the
 //! listener, `/explain` names the route; `/clusters`, `/stats`, the process metrics and
-//! `/logging` (show, change, refuse a bad filter).
+//! `/logging` (show, change, refuse a bad filter), protocol-detection outcomes.
 
 use weft_tests::{Client, TestProxy, eventually, upstream, within};
 
@@ -248,7 +248,22 @@ clusters:
         assert!(!stats.contains("_bucket{"), "{stats}");
         assert!(!stats.contains("# TYPE"), "{stats}");
 
+        // Protocol detection: the HTTP/1.1 request above, and a connection that closes
+        // before sending anything.
+        drop(tokio::net::TcpStream::connect(proxy.addr("edge")).await?);
+        eventually(LIMIT, "a silent connection is counted", async || {
+            proxy.metrics().await.is_ok_and(|m| {
+                m.sum("weft_protocol_detection_total", &[("outcome", "closed")]) >= 1.0
+            })
+        })
+        .await?;
         let m = proxy.metrics().await?;
+        assert_eq!(
+            m.sum("weft_protocol_detection_total", &[("outcome", "http1")]),
+            1.0,
+            "{}",
+            m.text
+        );
         for name in [
             "process_resident_memory_bytes",
             "process_cpu_seconds_total",

@@ -6,6 +6,7 @@
 //! through an `Arc` and never locks; a new configuration is a new snapshot swapped in
 //! whole (see [`crate::state`]).
 
+pub mod policy;
 pub mod route;
 pub mod template;
 pub mod translate;
@@ -91,6 +92,9 @@ pub struct HttpListener {
     pub access_logs: Vec<AccessLogSpec>,
     /// Tracing: `None` leaves trace headers alone and records no spans.
     pub tracing: Option<TracingSpec>,
+    /// Idle time after which a client connection with no request in flight is closed
+    /// (`None`: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// One access log of a listener (Envoy's `access_log` entries).
@@ -210,4 +214,15 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     /// DNS refresh interval.
     pub dns_refresh: Duration,
+    /// Idle time after which a pooled upstream connection is closed.
+    pub idle_timeout: Duration,
+    /// Circuit-breaker limits and the retry budget.
+    pub limits: policy::Limits,
+    /// Passive health (`None`: endpoints are never ejected).
+    pub outlier: Option<policy::OutlierDetection>,
+    /// Active health checking (`None`: off).
+    pub health_check: Option<policy::HealthCheck>,
+    /// Percentage of healthy endpoints below which the balancer ignores health and
+    /// balances over all of them (Envoy `healthy_panic_threshold`, default 50).
+    pub panic_threshold: u32,
 }

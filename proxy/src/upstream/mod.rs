@@ -344,6 +344,11 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             connect_timeout: Duration::from_secs(1),
             dns_refresh: Duration::from_secs(5),
+            idle_timeout: client::POOL_IDLE_TIMEOUT,
+            limits: Default::default(),
+            outlier: None,
+            health_check: None,
+            panic_threshold: 50,
         }
     }
 

@@ -170,6 +170,10 @@ pub struct Route {
     pub request_headers: HeaderOps,
     /// Response header changes (after the virtual host's).
     pub response_headers: HeaderOps,
+    /// Local rate limit, checked before the action (`None`: unlimited).
+    pub rate_limit: Option<super::policy::RateLimit>,
+    /// Fault injection, applied before the action (`None`: none).
+    pub fault: Option<super::policy::Fault>,
 }
 
 /// All conditions a request must meet.
@@ -435,6 +439,10 @@ pub struct Forward {
     pub upgrades: Vec<String>,
     /// CONNECT is terminated here and tunnelled to the cluster as raw TCP.
     pub connect_terminate: bool,
+    /// Retries (`None`: one try only).
+    pub retry: Option<super::policy::RetryPolicy>,
+    /// How a caller's `grpc-timeout` is honoured.
+    pub grpc_timeout: super::policy::GrpcTimeout,
 }
 
 impl Forward {

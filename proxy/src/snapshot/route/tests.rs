@@ -575,6 +575,8 @@ fn select_route_takes_the_first_match() {
         }),
         request_headers: HeaderOps::default(),
         response_headers: HeaderOps::default(),
+        rate_limit: None,
+        fault: None,
     };
     let mut vh = vhost("v", &["*"]);
     vh.routes = vec![
@@ -715,6 +717,8 @@ fn allows_upgrade_ignores_case() {
         hash_header: None,
         upgrades: vec!["websocket".into()],
         connect_terminate: false,
+        retry: None,
+        grpc_timeout: Default::default(),
     };
     let cases: &[(&str, bool)] = &[("websocket", true), ("WebSocket", true), ("h2c", false)];
     for (proto, want) in cases {

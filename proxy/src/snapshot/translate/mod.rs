@@ -294,6 +294,11 @@ impl Translator {
                 .map(duration)
                 .filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_DNS_REFRESH),
+            idle_timeout: crate::upstream::client::POOL_IDLE_TIMEOUT,
+            limits: Default::default(),
+            outlier: None,
+            health_check: None,
+            panic_threshold: 50,
         })
     }
 
@@ -531,6 +536,7 @@ impl Translator {
                 * 1024,
             access_logs: self.access_logs(&m.access_log, place),
             tracing: self.tracing(m.tracing.as_ref(), place),
+            idle_timeout: None,
         })
     }
 
@@ -664,6 +670,8 @@ impl Translator {
             action,
             request_headers,
             response_headers,
+            rate_limit: None,
+            fault: None,
         })
     }
 
@@ -946,6 +954,8 @@ impl Translator {
             hash_header,
             upgrades,
             connect_terminate,
+            retry: None,
+            grpc_timeout: Default::default(),
         })
     }
 

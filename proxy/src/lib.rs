@@ -12,6 +12,7 @@
 //! - [`observe`]: per-request metrics, access-log records and trace spans;
 //! - [`listeners`]: binds sockets for the snapshot's listeners and keeps them in step;
 //! - [`admin`]: the admin server; [`explain`]: how a request would be handled;
+//! - [`resilience`]: timeouts, retries, circuit breaking, rate limits, fault injection;
 //! - [`reload`]: file watching and SIGHUP; [`demo`]: the online-shop demo;
 //! - [`proxy`]: a running proxy assembled from the above (what `weft run` starts).
 
@@ -25,6 +26,7 @@ pub mod listeners;
 pub mod observe;
 pub mod proxy;
 pub mod reload;
+pub mod resilience;
 pub mod snapshot;
 pub mod state;
 pub mod tcp;

@@ -9,6 +9,7 @@ use std::fmt;
 use http::{HeaderValue, Response, StatusCode};
 
 use super::body::{Body, BoxError};
+use crate::snapshot::policy::Abort;
 
 /// Why the proxy answered instead of the upstream.
 #[derive(Debug)]
@@ -31,6 +32,24 @@ pub enum ProxyError {
     UpgradeRejected(String),
     /// The request is malformed in a way only the proxy can see (e.g. no host).
     BadRequest(&'static str),
+    /// A circuit-breaker limit of the cluster is reached (which one is named).
+    Overflow(&'static str),
+    /// The route's local rate limit is exhausted.
+    RateLimited(RateLimitInfo),
+    /// Fault injection answered instead of the upstream.
+    FaultAbort(crate::snapshot::policy::Abort),
+}
+
+/// What a rate-limited response tells the client (IETF `RateLimit` header draft 03).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitInfo {
+    /// The bucket's size (`x-ratelimit-limit`).
+    pub limit: u32,
+    /// Seconds until a token is available again (`retry-after`, `x-ratelimit-reset`),
+    /// at least 1.
+    pub reset_secs: u64,
+    /// Whether the `x-ratelimit-*` headers are sent.
+    pub headers: bool,
 }
 
 impl ProxyError {
@@ -44,6 +63,12 @@ impl ProxyError {
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpgradeRejected(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::FaultAbort(Abort::Http(code)) => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            }
+            Self::FaultAbort(Abort::Grpc(_)) => StatusCode::OK,
         }
     }
 
@@ -59,6 +84,9 @@ impl ProxyError {
             Self::Timeout => "upstream-timeout",
             Self::UpgradeRejected(_) => "upgrade-rejected",
             Self::BadRequest(_) => "bad-request",
+            Self::Overflow(_) => "upstream-overflow",
+            Self::RateLimited(_) => "rate-limited",
+            Self::FaultAbort(_) => "fault-injected",
         }
     }
 
@@ -73,6 +101,9 @@ impl ProxyError {
             Self::DownstreamReset(_) => "DC",
             Self::Timeout => "UT",
             Self::UpgradeRejected(_) | Self::BadRequest(_) => "DPE",
+            Self::Overflow(_) => "UO",
+            Self::RateLimited(_) => "RL",
+            Self::FaultAbort(_) => "FI",
         }
     }
 
@@ -88,6 +119,61 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        match &self {
+            Self::RateLimited(info) => {
+                h.insert(http::header::RETRY_AFTER, HeaderValue::from(info.reset_secs));
+                if info.headers {
+                    h.insert("x-ratelimit-limit", HeaderValue::from(info.limit));
+                    h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+                    h.insert("x-ratelimit-reset", HeaderValue::from(info.reset_secs));
+                }
+            }
+            Self::FaultAbort(Abort::Grpc(code)) => {
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                h.insert("grpc-status", HeaderValue::from(*code));
+                h.insert("grpc-message", HeaderValue::from_static("fault%20filter%20abort"));
+            }
+            _ => {}
+        }
+        stamp_date(h);
+        resp
+    }
+
+    /// The gRPC status a gRPC caller gets for this failure (the HTTP-to-gRPC mapping
+    /// of the gRPC spec, with a timeout as `DEADLINE_EXCEEDED`).
+    pub fn grpc_status(&self) -> u16 {
+        match self {
+            Self::Timeout => 4,
+            Self::FaultAbort(Abort::Grpc(code)) => *code,
+            Self::NoRoute => 12,
+            Self::BadRequest(_) | Self::DownstreamReset(_) => 13,
+            Self::UpgradeRejected(_) => 7,
+            _ => 14,
+        }
+    }
+
+    /// The response for a gRPC caller: HTTP 200, trailers-only, with `grpc-status` and
+    /// `grpc-message`, plus `x-weft-error` as for any caller.
+    pub fn into_grpc_response(self) -> Response<Body> {
+        let status = self.grpc_status();
+        let message = self.to_string().replace(' ', "%20");
+        let mut resp = Response::new(Body::Empty);
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(status));
+        if let Ok(v) = HeaderValue::from_str(&message) {
+            h.insert("grpc-message", v);
+        }
+        h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        if let Self::RateLimited(info) = &self {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(info.reset_secs));
+        }
         stamp_date(h);
         resp
     }
@@ -120,6 +206,9 @@ impl fmt::Display for ProxyError {
             Self::Timeout => f.write_str("upstream request timeout"),
             Self::UpgradeRejected(p) => write!(f, "upgrade to {p:?} is not allowed on this route"),
             Self::BadRequest(why) => write!(f, "bad request: {why}"),
+            Self::Overflow(which) => write!(f, "upstream overflow: {which} limit reached"),
+            Self::RateLimited(_) => f.write_str("local rate limit exceeded"),
+            Self::FaultAbort(_) => f.write_str("fault filter abort"),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! | `/metrics` | Prometheus text exposition |
 //! | `/config_dump` | the active Envoy resources, as Envoy's `/config_dump` JSON |
 //! | `/explain?method=GET&url=/path&header=k:v&listener=name[&format=json]` | how a request would be handled |
-//! | `/clusters[?format=json]` | endpoints per cluster: weight, health, latency estimate, requests in flight |
+//! | `/clusters[?format=json]` | endpoints per cluster: weight, health (ejection, active checks), latency estimate, requests in flight |
 //! | `/stats` | every counter and gauge as `name{labels} value` lines |
 //! | `/logging[?level=FILTER]` | shows, or (POST, loopback clients only) sets, the log filter |
 //!
@@ -211,11 +211,19 @@ fn stats_text(prometheus: &str) -> String {
 }
 
 /// `/clusters`: Envoy's `cluster::address::field::value` lines, or JSON.
+///
+/// Health per endpoint: `health_flags` as Envoy writes them (`healthy`, or
+/// `/failed_active_hc` and `/failed_outlier_check`), whether it is ejected and for how
+/// much longer, its ejection backoff and count, its active health (`healthy`,
+/// `unhealthy`, or `unchecked` when the cluster has no health check or none has
+/// finished), and its consecutive-failure counters.
 fn clusters(proxy: &Arc<Inner>, query: &str) -> Response<Body> {
+    use crate::upstream::outlier::ActiveHealth;
     let state = proxy.store.load();
     let json = query_pairs(query)
         .iter()
         .any(|(k, v)| k == "format" && v == "json");
+    let now = tokio::time::Instant::now();
     let mut out = String::new();
     let mut list = Vec::new();
     for c in &state.clusters {
@@ -225,14 +233,29 @@ fn clusters(proxy: &Arc<Inner>, query: &str) -> Response<Body> {
             let rtt_ms = e.load.rtt().as_secs_f64() * 1000.0;
             let pending = e.load.pending();
             let idle = e.client.idle_connections();
+            let h = c.health_view(e, now);
+            let failed_hc = h.active == ActiveHealth::Unhealthy;
+            let flags = match (failed_hc, h.ejected) {
+                (false, false) => "healthy",
+                (true, false) => "/failed_active_hc",
+                (false, true) => "/failed_outlier_check",
+                (true, true) => "/failed_active_hc/failed_outlier_check",
+            };
+            let remaining_ms = h.ejection_remaining.as_millis() as u64;
             if json {
                 eps.push(serde_json::json!({
                     "address": e.addr.to_string(),
                     "weight": weight,
-                    // No active health checking or outlier ejection yet: an endpoint is
-                    // healthy while it is resolved.
-                    "health": "healthy",
-                    "ejected": false,
+                    // Healthy: balanced over outside panic mode.
+                    "health": if failed_hc || h.ejected { "unhealthy" } else { "healthy" },
+                    "health_flags": flags,
+                    "ejected": h.ejected,
+                    "ejection_remaining_ms": remaining_ms,
+                    "ejection_multiplier": h.ejection_multiplier,
+                    "ejections": h.ejections,
+                    "active_health": h.active.as_str(),
+                    "consecutive_5xx": h.consecutive_5xx,
+                    "consecutive_gateway_failures": h.consecutive_gateway_failures,
                     "ewma_latency_ms": rtt_ms,
                     "active_requests": pending,
                     "idle_connections": idle,
@@ -241,8 +264,22 @@ fn clusters(proxy: &Arc<Inner>, query: &str) -> Response<Body> {
                 let name = &c.config.name;
                 let a = e.addr;
                 let _ = writeln!(out, "{name}::{a}::weight::{weight}");
-                let _ = writeln!(out, "{name}::{a}::health_flags::healthy");
-                let _ = writeln!(out, "{name}::{a}::ejected::false");
+                let _ = writeln!(out, "{name}::{a}::health_flags::{flags}");
+                let _ = writeln!(out, "{name}::{a}::ejected::{}", h.ejected);
+                let _ = writeln!(out, "{name}::{a}::ejection_remaining_ms::{remaining_ms}");
+                let _ = writeln!(
+                    out,
+                    "{name}::{a}::ejection_multiplier::{}",
+                    h.ejection_multiplier
+                );
+                let _ = writeln!(out, "{name}::{a}::ejections::{}", h.ejections);
+                let _ = writeln!(out, "{name}::{a}::active_health::{}", h.active.as_str());
+                let _ = writeln!(out, "{name}::{a}::consecutive_5xx::{}", h.consecutive_5xx);
+                let _ = writeln!(
+                    out,
+                    "{name}::{a}::consecutive_gateway_failures::{}",
+                    h.consecutive_gateway_failures
+                );
                 let _ = writeln!(out, "{name}::{a}::ewma_latency_ms::{rtt_ms:.3}");
                 let _ = writeln!(out, "{name}::{a}::rq_active::{pending}");
                 let _ = writeln!(out, "{name}::{a}::cx_idle::{idle}");

@@ -320,6 +320,9 @@ fn reverse_proxy_config(
                 timeout: None,
                 request_headers: None,
                 response_headers: None,
+                retries: None,
+                rate_limit: None,
+                fault: None,
             }],
             virtual_hosts: Vec::new(),
             to: None,
@@ -328,6 +331,7 @@ fn reverse_proxy_config(
                 format: friendly::LogFormat::Json,
                 only_errors: false,
             }),
+            idle_timeout: None,
         }],
         clusters: [(
             "upstream".to_owned(),

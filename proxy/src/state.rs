@@ -14,6 +14,8 @@ use metrics::{Counter, Histogram};
 use weft_telemetry::{Registry, names};
 
 use crate::config::Resources;
+use crate::resilience::fault::{FaultCounters, FaultState};
+use crate::resilience::ratelimit::{Limiter, RateLimitCounters};
 use crate::observe::{Identity, ListenerObserve, Telemetry};
 use crate::snapshot::{Action, ListenerKind, Snapshot};
 use crate::upstream::Cluster;
@@ -39,6 +41,18 @@ pub struct State {
     pub route_timeouts: Vec<Counter>,
     /// TCP metrics per listener index (`None` for HTTP listeners).
     pub tcp_stats: Vec<Option<TcpStats>>,
+    /// Rate limiters and fault injectors per route id (empty for routes without).
+    pub route_policies: Vec<RoutePolicies>,
+}
+
+/// The run-time state of a route's rate limit and fault injection. Rebuilt with every
+/// configuration: a reload starts the route's token buckets full again, as Envoy does.
+#[derive(Debug, Default)]
+pub struct RoutePolicies {
+    /// The route's token buckets.
+    pub limiter: Option<Limiter>,
+    /// The route's fault injection.
+    pub fault: Option<FaultState>,
 }
 
 impl State {
@@ -74,6 +88,8 @@ impl State {
             (0..snapshot.route_count).map(|_| Vec::new()).collect();
         let mut no_route_stats = Vec::new();
         let mut route_timeouts = vec![Counter::noop(); snapshot.route_count];
+        let mut route_policies: Vec<RoutePolicies> =
+            (0..snapshot.route_count).map(|_| RoutePolicies::default()).collect();
         let mut tcp_stats = Vec::with_capacity(snapshot.listeners.len());
         for l in &snapshot.listeners {
             tcp_stats.push(match &l.kind {
@@ -95,6 +111,38 @@ impl State {
                 continue;
             };
             for r in h.virtual_hosts.iter().flat_map(|v| &v.routes) {
+                let labelled = |name: &'static str, label: &'static str, value: &str| {
+                    registry.counter(
+                        name,
+                        &[
+                            (names::label::ROUTE, r.name.to_string()),
+                            (label, value.to_owned()),
+                        ],
+                    )
+                };
+                route_policies[r.id] = RoutePolicies {
+                    limiter: r.rate_limit.as_ref().map(|p| {
+                        let result = |v| labelled(names::RATELIMIT_TOTAL, names::label::RESULT, v);
+                        Limiter::with_counters(
+                            p,
+                            RateLimitCounters {
+                                ok: result("ok"),
+                                limited: result("limited"),
+                                would_limit: result("would_limit"),
+                            },
+                        )
+                    }),
+                    fault: r.fault.as_ref().map(|p| {
+                        let kind = |v| labelled(names::FAULT_INJECTED_TOTAL, names::label::KIND, v);
+                        FaultState::with_counters(
+                            p,
+                            FaultCounters {
+                                delays: kind("delay"),
+                                aborts: kind("abort"),
+                            },
+                        )
+                    }),
+                };
                 route_timeouts[r.id] = registry.counter(
                     names::TIMEOUTS_TOTAL,
                     &[
@@ -127,6 +175,7 @@ impl State {
             observe,
             route_timeouts,
             tcp_stats,
+            route_policies,
         })
     }
 }

@@ -154,7 +154,7 @@ async fn relay(
     drain: &mut Watch,
     outcome: &mut Outcome,
 ) {
-    let Some(endpoint) = cluster.pick(None) else {
+    let Some(endpoint) = cluster.pick(None, &[]) else {
         tracing::debug!(%listener, cluster = %cluster.config.name, "no endpoint for TCP connection");
         outcome.flags = "UH";
         return;

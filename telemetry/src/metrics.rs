@@ -139,14 +139,69 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = {
             "Requests sent again after a reused connection turned out closed.",
         ),
         (
+            RETRIES_TOTAL,
+            Kind::Counter,
+            "Retries made by retry policies.",
+        ),
+        (
+            RETRY_BUDGET_EXHAUSTED_TOTAL,
+            Kind::Counter,
+            "Retries refused by the cluster's retry budget.",
+        ),
+        (
+            UPSTREAM_OVERFLOW_TOTAL,
+            Kind::Counter,
+            "Requests or retries refused at a circuit-breaker limit.",
+        ),
+        (
             TIMEOUTS_TOTAL,
             Kind::Counter,
             "Requests that hit their route timeout.",
         ),
         (
+            RATELIMIT_TOTAL,
+            Kind::Counter,
+            "Local rate-limit decisions, per route: ok, limited or would_limit.",
+        ),
+        (
+            FAULT_INJECTED_TOTAL,
+            Kind::Counter,
+            "Faults injected, per route: delay or abort.",
+        ),
+        (
             CLUSTER_ENDPOINTS,
             Kind::Gauge,
             "Endpoints currently known per cluster.",
+        ),
+        (
+            OUTLIER_EJECTIONS_TOTAL,
+            Kind::Counter,
+            "Endpoints ejected by outlier detection, by reason.",
+        ),
+        (
+            OUTLIER_EJECTIONS_OVERFLOW_TOTAL,
+            Kind::Counter,
+            "Ejections prevented because max_ejection_percent of the endpoints were ejected.",
+        ),
+        (
+            ENDPOINTS_EJECTED,
+            Kind::Gauge,
+            "Endpoints currently ejected by outlier detection.",
+        ),
+        (
+            LB_PANIC_TOTAL,
+            Kind::Counter,
+            "Endpoint picks in panic mode: too few usable endpoints, so all were used.",
+        ),
+        (
+            HEALTH_CHECKS_TOTAL,
+            Kind::Counter,
+            "Active health checks, by result.",
+        ),
+        (
+            ENDPOINTS_UNHEALTHY,
+            Kind::Gauge,
+            "Endpoints currently marked unhealthy by active health checks.",
         ),
         (
             ACCESS_LOG_WRITTEN,

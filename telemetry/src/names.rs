@@ -46,12 +46,38 @@ pub const UPSTREAM_POOL_IDLE: &str = "weft_upstream_pool_idle_connections";
 /// Upstream requests in flight, per cluster.
 pub const UPSTREAM_REQUESTS_ACTIVE: &str = "weft_upstream_requests_active";
 /// Requests sent again on a fresh connection after a reused pooled connection turned
-/// out closed (the only retry Weft makes before retry policies exist), per cluster.
+/// out closed (the upstream never saw them; not a policy retry), per cluster.
 pub const UPSTREAM_RETRIES_TOTAL: &str = "weft_upstream_retries_total";
+/// Retries made by retry policies, per cluster.
+pub const RETRIES_TOTAL: &str = "weft_retries_total";
+/// Retries a retry policy wanted but the cluster's retry budget refused, per cluster.
+pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "weft_retry_budget_exhausted_total";
+/// Requests (or retries) refused because a circuit-breaker limit was reached, per
+/// cluster and `limit` (`max_requests`, `max_pending_requests`, `max_connections`,
+/// `max_retries`).
+pub const UPSTREAM_OVERFLOW_TOTAL: &str = "weft_upstream_overflow_total";
 /// Requests that hit their route timeout, per route.
 pub const TIMEOUTS_TOTAL: &str = "weft_request_timeouts_total";
+/// Local rate-limit decisions, per route: `result` is `ok`, `limited` (answered 429) or
+/// `would_limit` (over the limit on a route that does not enforce it; forwarded).
+pub const RATELIMIT_TOTAL: &str = "weft_ratelimit_total";
+/// Faults injected, per route: `kind` is `delay` or `abort`.
+pub const FAULT_INJECTED_TOTAL: &str = "weft_fault_injected_total";
 /// Endpoints currently known per cluster (after DNS resolution).
 pub const CLUSTER_ENDPOINTS: &str = "weft_cluster_endpoints";
+/// Endpoints ejected by outlier detection, per cluster and `reason`
+/// (`consecutive_5xx`, `consecutive_gateway_failure`, `success_rate`).
+pub const OUTLIER_EJECTIONS_TOTAL: &str = "weft_outlier_ejections_total";
+/// Ejections outlier detection wanted but `max_ejection_percent` prevented, per cluster.
+pub const OUTLIER_EJECTIONS_OVERFLOW_TOTAL: &str = "weft_outlier_ejections_overflow_total";
+/// Endpoints currently ejected by outlier detection, per cluster.
+pub const ENDPOINTS_EJECTED: &str = "weft_endpoints_ejected";
+/// Picks made in panic mode (too few usable endpoints: all were used), per cluster.
+pub const LB_PANIC_TOTAL: &str = "weft_lb_panic_total";
+/// Active health checks, per cluster and `result` (`success`, `failure`).
+pub const HEALTH_CHECKS_TOTAL: &str = "weft_health_checks_total";
+/// Endpoints currently marked unhealthy by active health checks, per cluster.
+pub const ENDPOINTS_UNHEALTHY: &str = "weft_endpoints_unhealthy";
 /// Access-log records written.
 pub const ACCESS_LOG_WRITTEN: &str = "weft_access_log_records_total";
 /// Access-log records dropped because the writer fell behind (the sink is full).
@@ -105,6 +131,14 @@ pub mod label {
     pub const CLUSTER: &str = "cluster";
     /// An outcome (protocol detection).
     pub const OUTCOME: &str = "outcome";
+    /// Why an endpoint was ejected (outlier detection).
+    pub const REASON: &str = "reason";
+    /// A rate-limit decision: `ok`, `limited` or `would_limit`.
+    pub const RESULT: &str = "result";
+    /// Which circuit-breaker limit (`max_requests`, ...).
+    pub const LIMIT: &str = "limit";
+    /// The kind of an injected fault: `delay` or `abort`.
+    pub const KIND: &str = "kind";
 }
 
 /// Istio's default buckets for `istio_request_duration_milliseconds`.

@@ -7,15 +7,19 @@
 //! header holding the path and query it received (so a client can tell that a response
 //! is the answer to its own request). A [`Behavior`] set at
 //! any time injects faults: a fixed status, a delay, closing the connection without an
-//! answer, a streamed response of N bytes, or echoing the request body.
+//! answer, a streamed response of N bytes, or echoing the request body; and, for the
+//! resilience tests, a status for a random share of requests ([`Behavior::fail_percent`]),
+//! for the next N requests ([`Behavior::fail_next`]) or for one path
+//! ([`Behavior::status_for_path`], e.g. a failing health-check endpoint).
 //!
 //! [`tcp_echo`] and [`ws_echo`] echo raw bytes and WebSocket messages; [`closed_port`]
 //! is an address nothing listens on. Every server stops when its handle is dropped.
 
 use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,6 +45,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type RespBody = BoxBody<Bytes, BoxError>;
 
 /// What an upstream does with the next requests. The default answers `200` at once.
+///
+/// The status of an answer is decided when the request arrives, in this order: a
+/// [`Behavior::path_status`] entry for the request's path; else one of the
+/// [`Behavior::fail_next`] requests; else a [`Behavior::fail_percent`] draw; else
+/// [`Behavior::status`], else `200`. The body, headers and delay are the same whatever
+/// the status.
 #[derive(Clone, Debug, Default)]
 pub struct Behavior {
     /// Answer with this status instead of `200`.
@@ -58,6 +68,41 @@ pub struct Behavior {
     pub echo: bool,
     /// Extra response headers (appended, so a name may repeat).
     pub response_headers: Vec<(String, String)>,
+    /// `(percent, status)`: each request independently gets `status` with probability
+    /// `percent` / 100.
+    pub fail_percent: Option<(f64, u16)>,
+    /// A number of requests still to be answered with a status; shared by the clones of
+    /// this behaviour, so it counts down across all connections.
+    pub fail_next: Option<FailNext>,
+    /// `(path, status)`: a request for exactly this path (the query aside) gets
+    /// `status`, whatever else the behaviour says about statuses.
+    pub path_status: Vec<(String, u16)>,
+}
+
+/// The countdown behind [`Behavior::fail_next`].
+#[derive(Clone, Debug)]
+pub struct FailNext {
+    left: Arc<AtomicU32>,
+    status: u16,
+}
+
+impl FailNext {
+    /// How many requests are still to fail.
+    pub fn left(&self) -> u32 {
+        self.left.load(Ordering::Relaxed)
+    }
+
+    /// The status they get.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Takes one failure if any is left.
+    fn take(&self) -> bool {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 impl Behavior {
@@ -116,6 +161,82 @@ impl Behavior {
             .push((name.to_owned(), value.to_owned()));
         self
     }
+
+    /// Answers each request with `status` with probability `percent` / 100 (drawn
+    /// independently per request), else `200`.
+    pub fn fail_percent(percent: f64, status: u16) -> Self {
+        Self {
+            fail_percent: Some((percent, status)),
+            ..Self::default()
+        }
+    }
+
+    /// Answers the next `n` requests (in arrival order) with `status`, then `200`.
+    pub fn fail_next(n: u32, status: u16) -> Self {
+        Self {
+            fail_next: Some(FailNext {
+                left: Arc::new(AtomicU32::new(n)),
+                status,
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// Answers requests for exactly `path` (the query aside) with `status`; everything
+    /// else as before. E.g. a failing health-check endpoint:
+    /// `Behavior::default().status_for_path("/healthz", 500)`.
+    pub fn status_for_path(mut self, path: &str, status: u16) -> Self {
+        self.path_status.push((path.to_owned(), status));
+        self
+    }
+
+    /// The status for a request for `path` arriving now (counts a `fail_next` request
+    /// down, draws for `fail_percent`).
+    fn status_for(&self, path: &str, rng: &Rng) -> u16 {
+        if let Some((_, status)) = self.path_status.iter().find(|(p, _)| p == path) {
+            return *status;
+        }
+        if let Some(next) = &self.fail_next
+            && next.take()
+        {
+            return next.status;
+        }
+        if let Some((percent, status)) = self.fail_percent
+            && rng.percent() < percent
+        {
+            return status;
+        }
+        self.status.unwrap_or(200)
+    }
+}
+
+/// A lock-free random source (splitmix64 over an atomic counter), seeded per upstream
+/// from the standard library's random hasher keys.
+#[derive(Debug)]
+struct Rng(AtomicU64);
+
+impl Rng {
+    fn new() -> Self {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x5eed);
+        Self(AtomicU64::new(h.finish()))
+    }
+
+    fn next_u64(&self) -> u64 {
+        let mut z = self
+            .0
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 100)`.
+    fn percent(&self) -> f64 {
+        // The top 53 bits make an exact f64 in [0, 1).
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 100.0
+    }
 }
 
 /// One request as the upstream saw it.
@@ -154,6 +275,13 @@ impl Recorded {
             .collect()
     }
 
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        self.path_and_query
+            .split_once('?')
+            .map_or(self.path_and_query.as_str(), |(p, _)| p)
+    }
+
     /// The `Host` header, else the URI's authority.
     pub fn host(&self) -> Option<&str> {
         self.header("host").or(self.authority.as_deref())
@@ -166,6 +294,7 @@ struct Shared {
     log: Mutex<Vec<Recorded>>,
     behavior: Mutex<Behavior>,
     connections: AtomicUsize,
+    rng: Rng,
 }
 
 impl Shared {
@@ -220,6 +349,7 @@ async fn start(name: &str, flavor: Flavor) -> anyhow::Result<Upstream> {
         log: Mutex::new(Vec::new()),
         behavior: Mutex::new(Behavior::default()),
         connections: AtomicUsize::new(0),
+        rng: Rng::new(),
     });
     let task = tokio::spawn(accept_loop(listener, shared.clone(), flavor));
     Ok(Upstream { addr, shared, task })
@@ -301,6 +431,7 @@ async fn handle(
     if behavior.reset {
         return Err(InjectedReset);
     }
+    let status = behavior.status_for(parts.uri.path(), &shared.rng);
     let counting = CountingBody {
         inner: body,
         shared: shared.clone(),
@@ -331,8 +462,7 @@ async fn handle(
         };
         Response::new(body)
     };
-    *resp.status_mut() =
-        StatusCode::from_u16(behavior.status.unwrap_or(200)).unwrap_or(StatusCode::OK);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&shared.name) {
         headers.insert("x-upstream", v);
@@ -438,6 +568,13 @@ impl Upstream {
     /// How many requests it has received.
     pub fn count(&self) -> usize {
         self.shared.with_log(|log| log.len())
+    }
+
+    /// How many of the requests received so far satisfy `pred` (e.g. all but health
+    /// checks).
+    pub fn count_where(&self, pred: impl Fn(&Recorded) -> bool) -> usize {
+        self.shared
+            .with_log(|log| log.iter().filter(|r| pred(r)).count())
     }
 
     /// Forgets the requests received so far.

@@ -119,6 +119,10 @@ pub struct Listener {
     /// Where this listener's access log goes (none by default).
     #[serde(default)]
     pub access_log: Option<AccessLog>,
+    /// Close a client connection that has had no request in flight this long
+    /// (default 1h; `0s` never).
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Routes that apply to a set of `Host` values.
@@ -172,6 +176,153 @@ pub struct Route {
     /// Header changes on the way back to the client.
     #[serde(default)]
     pub response_headers: Option<HeaderOps>,
+    /// Retries; absent: Istio's default (2 retries on connect failure, refused stream,
+    /// gRPC unavailable/cancelled and 503, for requests safe to retry); `false`: none.
+    #[serde(default)]
+    pub retries: Option<Toggle<Retries>>,
+    /// A local rate limit (token bucket) for this route.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Fault injection (delays and aborts), for chaos tests.
+    #[serde(default)]
+    pub fault: Option<Fault>,
+}
+
+/// `false` (off), `true` (the defaults) or settings.
+#[derive(Clone, Debug)]
+pub enum Toggle<T> {
+    /// `false` / `true`.
+    Switch(bool),
+    /// Settings (unset ones take the defaults).
+    Set(T),
+}
+
+// By hand rather than `untagged`, so that a mistake inside the settings is reported as
+// itself (`unknown field "retry_ob"`) instead of "did not match any variant".
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Toggle<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = Toggle<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or a map of settings")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Toggle::Switch(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Toggle::Set)
+            }
+        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A route's retry policy; unset fields take Istio's defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Retries after the first try (default 2; 0 turns retries off).
+    #[serde(default)]
+    pub max: Option<u32>,
+    /// Conditions, as Envoy names them (`5xx`, `gateway-error`, `reset`,
+    /// `connect-failure`, `refused-stream`, `retriable-4xx`, `retriable-status-codes`,
+    /// `cancelled`, `deadline-exceeded`, `resource-exhausted`, `unavailable`). Not `on:`,
+    /// which YAML 1.1 readers take for `true`.
+    #[serde(default)]
+    pub retry_on: Option<Vec<String>>,
+    /// Statuses retried under `retriable-status-codes` (default `[503]`).
+    #[serde(default)]
+    pub status_codes: Option<Vec<u16>>,
+    /// Time allowed for each try.
+    #[serde(default, deserialize_with = "duration")]
+    pub per_try_timeout: Option<Duration>,
+    /// Backoff base (default 25ms): the n-th retry waits up to base x 2^(n-1), jittered.
+    #[serde(default, deserialize_with = "duration")]
+    pub backoff: Option<Duration>,
+    /// Longest backoff (default 10 x base).
+    #[serde(default, deserialize_with = "duration")]
+    pub max_backoff: Option<Duration>,
+    /// Non-idempotent methods that may be retried too (`[POST]`).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Largest request body replayed on a retry (default 64KiB); larger ones are not
+    /// retried.
+    #[serde(default, deserialize_with = "byte_size")]
+    pub max_body: Option<u64>,
+}
+
+/// A local rate limit: `requests` per `per`, with bursts up to `burst`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per period.
+    pub requests: u32,
+    /// The period (default 1s).
+    #[serde(default, deserialize_with = "duration")]
+    pub per: Option<Duration>,
+    /// Largest burst (default `requests`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// One bucket per client IP (`client_ip`) or per header value
+    /// (`{ header: x-user }`); absent: one bucket for the route.
+    #[serde(default)]
+    pub key: Option<RateKey>,
+    /// `false`: only count what would have been limited (default `true`).
+    #[serde(default)]
+    pub enforce: Option<bool>,
+}
+
+/// What a rate limit is keyed on.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RateKey {
+    /// `client_ip`
+    Named(String),
+    /// `{ header: x-user }`
+    Header {
+        /// The header whose value keys the bucket.
+        header: String,
+    },
+}
+
+/// Fault injection on a route.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Delay some requests.
+    #[serde(default)]
+    pub delay: Option<FaultDelay>,
+    /// Answer some requests with an error instead of forwarding them.
+    #[serde(default)]
+    pub abort: Option<FaultAbort>,
+}
+
+/// An injected delay.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultDelay {
+    /// How long.
+    #[serde(deserialize_with = "required_duration")]
+    pub duration: Duration,
+    /// Share of requests delayed, 0-100 (default 100).
+    #[serde(default)]
+    pub percent: Option<f64>,
+}
+
+/// An injected error response.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultAbort {
+    /// HTTP status to answer with.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// gRPC status to answer with (HTTP 200, trailers-only).
+    #[serde(default)]
+    pub grpc_status: Option<u16>,
+    /// Share of requests aborted, 0-100 (default 100).
+    #[serde(default)]
+    pub percent: Option<f64>,
 }
 
 /// Request conditions; all given ones must hold.
@@ -356,6 +507,107 @@ pub struct Cluster {
     /// How often DNS names are resolved again (default 5s).
     #[serde(default, deserialize_with = "duration")]
     pub dns_refresh: Option<Duration>,
+    /// Close pooled connections idle this long (default 90s).
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Circuit-breaker limits and the retry budget.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    /// Ejecting failing endpoints; absent or `true`: the defaults; `false`: off.
+    #[serde(default)]
+    pub outlier_detection: Option<Toggle<OutlierDetection>>,
+    /// Active HTTP health checks (off by default).
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Below this percentage of healthy endpoints, balance over all of them (default 50).
+    #[serde(default)]
+    pub panic_threshold: Option<u32>,
+}
+
+/// Per-cluster limits; over one, a request fails at once with 503.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Connections to all endpoints together (default 1024).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a connection (default 1024).
+    #[serde(default)]
+    pub max_pending: Option<u32>,
+    /// Requests in flight (default 1024).
+    #[serde(default)]
+    pub max_requests: Option<u32>,
+    /// Retries in flight (default 1024).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Retries allowed over time (default 20 % of requests plus 10 per second).
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// Retries at most `percent` of requests plus `min_per_sec` per second.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Percentage of requests (default 20).
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Retries always allowed per second (default 10).
+    #[serde(default)]
+    pub min_per_sec: Option<u32>,
+}
+
+/// Outlier detection settings; unset ones take the defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx that eject an endpoint (default 5; 0: off).
+    #[serde(default)]
+    pub consecutive_5xx: Option<u32>,
+    /// Consecutive 502/503/504 or connection failures that eject (default 5; 0: off).
+    #[serde(default)]
+    pub consecutive_gateway_errors: Option<u32>,
+    /// How often ejections are reviewed and success rates computed (default 10s).
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    /// First ejection's length; the n-th lasts n times this (default 30s).
+    #[serde(default, deserialize_with = "duration")]
+    pub base_ejection_time: Option<Duration>,
+    /// Longest ejection (default 300s).
+    #[serde(default, deserialize_with = "duration")]
+    pub max_ejection_time: Option<Duration>,
+    /// Share of endpoints ejected at most (default 10; one may always be).
+    #[serde(default)]
+    pub max_ejection_percent: Option<u32>,
+    /// Eject endpoints whose success rate is far below the others' (default `true`).
+    #[serde(default)]
+    pub success_rate: Option<bool>,
+}
+
+/// An active HTTP health check.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path requested with GET.
+    pub path: String,
+    /// `Host` sent (default: the cluster name).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Time between checks (default 5s).
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    /// Time allowed per check (default 1s).
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    /// Failures in a row that mark an endpoint unhealthy (default 3).
+    #[serde(default)]
+    pub unhealthy_threshold: Option<u32>,
+    /// Successes in a row that mark it healthy again (default 2).
+    #[serde(default)]
+    pub healthy_threshold: Option<u32>,
+    /// Statuses that pass (default 200-299).
+    #[serde(default)]
+    pub expected_statuses: Vec<u16>,
 }
 
 /// The key `ring-hash` uses.
@@ -399,6 +651,51 @@ impl EndpointSpec {
             Self::Weighted(w) => (&w.address, w.weight),
         }
     }
+}
+
+/// A required duration (`2s`).
+fn required_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(s.trim())
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+}
+
+/// A size: a number of bytes or `64KiB`, `1MiB`, `10KB`, `1MB`.
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    let Some(size) = Option::<Size>::deserialize(d)? else {
+        return Ok(None);
+    };
+    match size {
+        Size::Bytes(n) => Ok(Some(n)),
+        Size::Text(s) => parse_byte_size(&s)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?}: use e.g. 65536, 64KiB or 1MiB"))),
+    }
+}
+
+/// Parses `65536`, `64KiB`, `1MiB`, `10KB`, `1MB`, `512B`.
+pub fn parse_byte_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 /// Parses `2s`, `250ms`, `1m 30s` with `humantime`.

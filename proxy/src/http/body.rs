@@ -36,9 +36,26 @@ pub enum Body {
     Observed(Box<Observed>),
     /// A request body whose bytes are counted on the way upstream.
     Counted(Box<Counted>),
+    /// A response body that holds a circuit-breaker permit until it ends.
+    Held(Box<Held>),
+}
+
+/// A body and the permit it keeps while it lives.
+#[derive(Debug)]
+pub struct Held {
+    body: Body,
+    _permit: crate::resilience::breaker::Permit,
 }
 
 impl Body {
+    /// `body`, holding `permit` until it is dropped.
+    pub fn held(body: Body, permit: crate::resilience::breaker::Permit) -> Self {
+        Self::Held(Box::new(Held {
+            body,
+            _permit: permit,
+        }))
+    }
+
     /// A fixed body.
     pub fn full(b: impl Into<Bytes>) -> Self {
         let b = b.into();
@@ -71,6 +88,7 @@ impl http_body::Body for Body {
             Self::Upstream(b) => Pin::new(&mut **b).poll_frame(cx),
             Self::Observed(b) => b.poll_frame(cx),
             Self::Counted(b) => b.poll_frame(cx),
+            Self::Held(b) => Pin::new(&mut b.body).poll_frame(cx),
         }
     }
 
@@ -82,6 +100,7 @@ impl http_body::Body for Body {
             Self::Upstream(b) => b.is_end_stream(),
             Self::Observed(b) => b.is_end_stream(),
             Self::Counted(b) => b.is_end_stream(),
+            Self::Held(b) => b.body.is_end_stream(),
         }
     }
 
@@ -93,6 +112,7 @@ impl http_body::Body for Body {
             Self::Upstream(b) => b.size_hint(),
             Self::Observed(b) => b.size_hint(),
             Self::Counted(b) => b.size_hint(),
+            Self::Held(b) => b.body.size_hint(),
         }
     }
 }

@@ -13,20 +13,31 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
+use tower::{Layer, ServiceBuilder, ServiceExt};
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use weft_telemetry::propagation;
 
 use super::body::Body;
 use super::error::ProxyError;
 use super::headers;
 use super::upgrade;
-use crate::observe::{Attempt, Counted, Detail, Exchange, Observed, grpc_status};
+use crate::observe::{Counted, Detail, Exchange, Observed, grpc_status};
+use crate::resilience::breaker::CircuitBreakerLayer;
+use crate::resilience::fault::FaultLayer;
+use crate::resilience::ratelimit::RateLimitLayer;
+use crate::resilience::retry::{RetryLayer, replay};
+use crate::resilience::timeout::{self, TimeoutLayer};
+use crate::resilience::{AttemptLog, Call, TraceContext};
+use crate::state::RoutePolicies;
+use crate::upstream::Cluster;
+use crate::upstream::service::Endpoints;
 use crate::snapshot::route::{self, Forward, RequestView, Route, VirtualHost};
 use crate::snapshot::{Action, ListenerKind};
 use crate::state::{State, Store};
@@ -98,7 +109,7 @@ pub async fn handle(
                 request_bytes: None,
                 detail,
             };
-            return Ok(observed(err.into_response(), exchange));
+            return Ok(observed(local_reply(err, protocol), exchange));
         }
     };
     let selected = {
@@ -126,12 +137,13 @@ pub async fn handle(
             request_bytes: None,
             detail,
         };
-        return Ok(observed(err.into_response(), exchange));
+        return Ok(observed(local_reply(err, protocol), exchange));
     };
     if let Some(d) = &mut detail {
         d.route = route.name.clone();
     }
     let mut request_bytes = None;
+    let mut local_error = false;
     let (resp, backend, flags) = match &route.action {
         Action::Respond(r) => {
             let mut resp = Response::new(Body::full(r.body.clone()));
@@ -167,19 +179,37 @@ pub async fn handle(
             let mut fwd = Forwarding {
                 detail: detail.as_deref_mut(),
                 request_bytes: None,
+                backend: 0,
+                flag: None,
             };
-            let (index, result) =
-                forward(&ctx, &state, vhost, route, f, req, started, &mut fwd).await;
+            let policies = state
+                .route_policies
+                .get(route.id)
+                .filter(|p| p.limiter.is_some() || p.fault.is_some());
+            let route_ctx = RouteCtx {
+                ctx: &ctx,
+                state: &state,
+                vhost,
+                route,
+                forward: f,
+                started,
+            };
+            let result = match policies {
+                None => forward(&route_ctx, req, &mut fwd).await,
+                // Boxed: only routes with a rate limit or faults take this path.
+                Some(p) => Box::pin(guarded(p, &route_ctx, req, &mut fwd)).await,
+            };
             request_bytes = fwd.request_bytes;
             match result {
-                Ok(resp) => (resp, index, "-"),
+                Ok(resp) => (resp, fwd.backend, fwd.flag.unwrap_or("-")),
                 Err(e) => {
-                    let flag = e.response_flag();
                     if matches!(e, ProxyError::Timeout) {
                         route_timeouts(&state, route.id);
                     }
                     tracing::debug!(route = %route.name, error = %e, cause = ?std::error::Error::source(&e), "local reply");
-                    (e.into_response(), index, flag)
+                    local_error = true;
+                    let flag = e.response_flag();
+                    (local_reply(e, protocol), fwd.backend, flag)
                 }
             }
         }
@@ -188,7 +218,7 @@ pub async fn handle(
     if matches!(route.action, Action::Respond(_) | Action::Redirect(_)) {
         super::error::stamp_date(resp.headers_mut());
     }
-    if flags == "-" {
+    if !local_error {
         vhost.response_headers.apply(resp.headers_mut());
         route.response_headers.apply(resp.headers_mut());
     }
@@ -212,6 +242,15 @@ pub async fn handle(
     Ok(observed(resp, exchange))
 }
 
+/// The proxy's own answer to a failure: plain text, or trailers-only for gRPC callers.
+fn local_reply(e: ProxyError, protocol: &str) -> Response<Body> {
+    if protocol == "grpc" {
+        e.into_grpc_response()
+    } else {
+        e.into_response()
+    }
+}
+
 /// Puts the response body under observation: the exchange finishes when it ends.
 fn observed(resp: Response<Body>, exchange: Exchange) -> Response<Body> {
     resp.map(|b| Body::Observed(Box::new(Observed::new(b, exchange))))
@@ -227,20 +266,78 @@ fn route_timeouts(state: &State, route: usize) {
 struct Forwarding<'a> {
     detail: Option<&'a mut Detail>,
     request_bytes: Option<Arc<AtomicU64>>,
+    /// The weighted backend used (for metrics).
+    backend: usize,
+    /// A response flag for an upstream's own failure response (a retry wanted but
+    /// refused: `URX`, `UO`).
+    flag: Option<&'static str>,
 }
 
-/// Forwards to the route's cluster. Returns the backend index used (for metrics).
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    ctx: &ConnCtx,
-    state: &State,
-    vhost: &VirtualHost,
-    route: &Route,
-    f: &Forward,
-    mut req: Request<Incoming>,
+/// What forwarding a request needs to know about where it is.
+struct RouteCtx<'a> {
+    ctx: &'a ConnCtx,
+    state: &'a State,
+    vhost: &'a VirtualHost,
+    route: &'a Route,
+    forward: &'a Forward,
     started: Instant,
+}
+
+/// Forwards through the route's rate limit and fault injection (tower layers around
+/// [`forward`]).
+async fn guarded(
+    policies: &RoutePolicies,
+    rc: &RouteCtx<'_>,
+    req: Request<Incoming>,
     fwd: &mut Forwarding<'_>,
-) -> (usize, Result<Response<Body>, ProxyError>) {
+) -> Result<Response<Body>, ProxyError> {
+    // The innermost service borrows the forwarding record for the one call it gets.
+    let slot = std::sync::Mutex::new(Some(Forwarding {
+        detail: fwd.detail.take(),
+        request_bytes: None,
+        backend: 0,
+        flag: None,
+    }));
+    let take = || slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let inner = tower::service_fn(|req: Request<Incoming>| async {
+        let Some(mut f) = take() else {
+            return Err(ProxyError::BadRequest("request forwarded twice"));
+        };
+        let result = forward(rc, req, &mut f).await;
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(f);
+        result
+    });
+    let svc = tower::ServiceBuilder::new()
+        .option_layer(
+            policies
+                .limiter
+                .as_ref()
+                .map(|l| RateLimitLayer::new(l, rc.ctx.peer.ip())),
+        )
+        .option_layer(policies.fault.as_ref().map(FaultLayer::new))
+        .service(inner);
+    let result = svc.oneshot(req).await;
+    if let Some(f) = slot.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        *fwd = f;
+    }
+    result
+}
+
+/// Forwards to the route's cluster through the upstream stack (total timeout, retries,
+/// per-try timeout, circuit breaker, endpoints). Notes the backend used in `fwd`.
+async fn forward(
+    rc: &RouteCtx<'_>,
+    mut req: Request<Incoming>,
+    fwd: &mut Forwarding<'_>,
+) -> Result<Response<Body>, ProxyError> {
+    let RouteCtx {
+        ctx,
+        state,
+        vhost,
+        route,
+        forward: f,
+        started,
+    } = *rc;
     let index = if f.backends.targets.len() == 1 {
         0
     } else {
@@ -251,19 +348,17 @@ async fn forward(
             .position(|t| std::ptr::eq(t, picked))
             .unwrap_or(0)
     };
+    fwd.backend = index;
     let backend = &f.backends.targets[index];
     if let Some(d) = fwd.detail.as_deref_mut() {
         d.cluster = backend.name.clone();
     }
     let Some(cluster) = state.clusters.get(backend.cluster) else {
-        return (index, Err(ProxyError::NoHealthyUpstream));
+        return Err(ProxyError::NoHealthyUpstream);
     };
     if req.method() == Method::CONNECT {
         // Boxed: a rare path that would otherwise enlarge every request's future.
-        return (
-            index,
-            Box::pin(upgrade::connect(cluster, f, req, ctx.drain.watch())).await,
-        );
+        return Box::pin(upgrade::connect(cluster, f, req, ctx.drain.watch())).await;
     }
     // An h2c upgrade offer (what `curl --http2` sends) is declined by ignoring it, as
     // the RFC allows: the request goes on as HTTP/1.1 and the offer's headers, being
@@ -276,7 +371,7 @@ async fn forward(
     if let Some(proto) = &upgrade {
         let name = proto.to_str().unwrap_or_default();
         if !f.allows_upgrade(name) {
-            return (index, Err(ProxyError::UpgradeRejected(name.to_owned())));
+            return Err(ProxyError::UpgradeRejected(name.to_owned()));
         }
     }
     let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
@@ -336,52 +431,49 @@ async fn forward(
         }
         None => origin_form(&parts.uri),
     };
-    parts.uri = match target {
-        Ok(u) => u,
-        Err(e) => return (index, Err(e)),
+    parts.uri = target?;
+    // gRPC callers may shorten the route's timeout with `grpc-timeout`.
+    let total = match parts.headers.get("grpc-timeout") {
+        Some(v) => timeout::grpc::effective(f.timeout, Some(v.as_bytes()), &f.grpc_timeout),
+        None => f.timeout,
     };
+    let trace = match fwd.detail.as_deref_mut() {
+        Some(d) => {
+            let text = |v: &HeaderValue| v.to_str().ok().map(str::to_owned);
+            d.request_id = text(&request_id);
+            d.forwarded_for = text(&forwarded_for);
+            d.trace.as_ref().map(|t| TraceContext {
+                trace_id: t.trace_id,
+                sampled: t.sampled,
+                tracestate: t.tracestate.clone(),
+                b3: t.b3,
+            })
+        }
+        None => None,
+    };
+    let log = AttemptLog::new(trace);
+    cluster.retry.budget.deposit();
+    let result = send(cluster, f, parts, body, hash, started, total, &log, fwd).await;
+    let (attempts, last, denied) = log.summary();
     if let Some(d) = fwd.detail.as_deref_mut() {
-        let text = |v: &HeaderValue| v.to_str().ok().map(str::to_owned);
-        d.request_id = text(&request_id);
-        d.forwarded_for = text(&forwarded_for);
-        trace_attempt(d, &mut parts.headers);
-    }
-    let body = if body.is_end_stream() {
-        Body::Incoming(body)
-    } else {
-        let count = Arc::new(AtomicU64::new(0));
-        fwd.request_bytes = Some(count.clone());
-        Body::Counted(Box::new(Counted::new(body, count)))
-    };
-    let upstream_req = Request::from_parts(parts, body);
-    let mut upstream = None;
-    let sent = cluster.send(upstream_req, hash, started, &mut upstream);
-    let result = match f.timeout {
-        Some(t) => match tokio::time::timeout(t, sent).await {
-            Ok(r) => r,
-            Err(_) => Err(ProxyError::Timeout),
-        },
-        None => sent.await,
-    };
-    if let Some(d) = fwd.detail.as_deref_mut() {
-        d.upstream = upstream;
-        d.attempts += 1;
-        if let Some(t) = &mut d.traced
-            && let Some(a) = t.attempts.last_mut()
-        {
-            a.upstream = upstream;
-            if let Err(e) = &result {
-                a.failed = Some((Instant::now(), e.response_flag()));
-            }
+        d.upstream = last;
+        d.attempts = attempts;
+        if let Some(t) = &mut d.traced {
+            t.attempts = log.take_spans();
         }
         if result.is_ok() {
             d.ttfb = Some(started.elapsed());
         }
     }
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => return (index, Err(e)),
-    };
+    let mut resp = result?;
+    if resp.status().is_server_error() {
+        // Envoy's URX: the retries this failure wanted were used up or refused.
+        let exhausted = f
+            .retry
+            .as_ref()
+            .is_some_and(|r| attempts > r.num_retries);
+        fwd.flag = denied.or(exhausted.then_some("URX"));
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match downstream_upgrade {
             Some(down) => {
@@ -389,46 +481,83 @@ async fn forward(
                 tokio::spawn(upgrade::splice(down, up, ctx.drain.watch()));
             }
             None => {
-                return (
-                    index,
-                    Err(ProxyError::UpstreamReset(
-                        "unexpected 101 Switching Protocols".into(),
-                    )),
-                );
+                return Err(ProxyError::UpstreamReset(
+                    "unexpected 101 Switching Protocols".into(),
+                ));
             }
         }
     } else {
         headers::strip_hop_by_hop(resp.headers_mut(), None);
     }
-    (index, Ok(resp))
+    Ok(resp)
 }
 
-/// Starts an upstream attempt's trace: writes the trace context the upstream gets, with
-/// this attempt's span as the parent (the request's own span when not sampled, so that
-/// the upstream still sees one consistent trace and decision).
-fn trace_attempt(d: &mut Detail, headers: &mut http::HeaderMap) {
-    let Some(decision) = &d.trace else {
-        return;
+/// Sends the prepared request through the upstream stack:
+///
+/// ```text
+/// total timeout -> [retry -> per-try timeout] -> circuit breaker -> endpoints
+/// ```
+/// A request on a route that retries has its body held first when it is small enough
+/// to replay (see [`replay`]); a body that is not held streams once, without retries.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    cluster: &Cluster,
+    f: &Forward,
+    parts: http::request::Parts,
+    body: Incoming,
+    hash: Option<u64>,
+    started: Instant,
+    total: Option<Duration>,
+    log: &AttemptLog,
+    fwd: &mut Forwarding<'_>,
+) -> Result<Response<Body>, ProxyError> {
+    let (body, replayable) = if body.is_end_stream() {
+        (Body::Empty, true)
+    } else if let Some(rules) = &f.retry {
+        let held = replay::hold(body, rules.max_replay_bytes);
+        // Reading the body counts against the request's time.
+        let (body, len) = match total {
+            Some(t) => tokio::time::timeout(t, held)
+                .await
+                .map_err(|_| ProxyError::Timeout)??,
+            None => held.await?,
+        };
+        match (body, len) {
+            (Body::Incoming(b), None) => (counted(b, fwd), false),
+            (body, len) => {
+                fwd.request_bytes = len.map(|n| Arc::new(AtomicU64::new(n)));
+                (body, true)
+            }
+        }
+    } else {
+        (counted(body, fwd), false)
     };
-    let span_id = propagation::new_span_id();
-    propagation::inject(
-        headers,
-        &propagation::Outgoing {
-            trace_id: decision.trace_id,
-            span_id,
-            sampled: decision.sampled,
-            tracestate: decision.tracestate.as_ref(),
-            also: decision.b3,
-        },
-    );
-    if let Some(traced) = &mut d.traced {
-        traced.attempts.push(Attempt {
-            span_id,
-            start: Instant::now(),
-            failed: None,
-            upstream: None,
-        });
+    let call = Call::new(Request::from_parts(parts, body), hash);
+    let endpoints = CircuitBreakerLayer::new(&cluster.breaker)
+        .layer(Endpoints::new(cluster, started, log));
+    match &f.retry {
+        Some(rules) if replayable => {
+            let stack = ServiceBuilder::new()
+                .layer(TimeoutLayer::new(total, log))
+                .layer(RetryLayer::new(rules, &cluster.retry, &cluster.breaker, log))
+                .layer(TimeoutLayer::new(rules.per_try_timeout, log))
+                .service(endpoints);
+            stack.oneshot(call).await
+        }
+        _ => {
+            TimeoutLayer::new(total, log)
+                .layer(endpoints)
+                .oneshot(call)
+                .await
+        }
     }
+}
+
+/// A request body streamed as it arrives, its bytes counted on the way.
+fn counted(body: Incoming, fwd: &mut Forwarding<'_>) -> Body {
+    let count = Arc::new(AtomicU64::new(0));
+    fwd.request_bytes = Some(count.clone());
+    Body::Counted(Box::new(Counted::new(body, count)))
 }
 
 /// The request target in origin form (`/path?query`), what an HTTP/1.1 upstream gets.

@@ -50,7 +50,9 @@ pub async fn connect(
     if !f.connect_terminate {
         return Err(ProxyError::UpgradeRejected("CONNECT".to_owned()));
     }
-    let endpoint = cluster.pick(None).ok_or(ProxyError::NoHealthyUpstream)?;
+    let endpoint = cluster
+        .pick(None, &[])
+        .ok_or(ProxyError::NoHealthyUpstream)?;
     let timeout = cluster.config.connect_timeout;
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(endpoint.addr)).await {
         Ok(Ok(s)) => s,

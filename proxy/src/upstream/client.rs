@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use super::h1;
 use crate::http::{Body, ProxyError};
+use crate::resilience::breaker::{Breaker, Kind};
 use crate::snapshot::UpstreamProtocol;
 
 /// How long an idle HTTP/1.1 connection may wait in the pool before it is not reused.
@@ -107,16 +108,25 @@ impl HttpClient {
     }
 
     /// Sends `req`. Its URI is in origin form (`/path?query`) and its `Host` header
-    /// carries the authority the upstream should see.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    /// carries the authority the upstream should see. A new connection counts against
+    /// `breaker`'s connection and pending-request limits.
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        breaker: &Arc<Breaker>,
+    ) -> Result<Response<Body>, ProxyError> {
         match self.shared.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(req).await,
+            UpstreamProtocol::Http1 => self.send_h1(req, breaker).await,
             // Boxed: keeps the HTTP/1.1 future (the common one) small to move around.
-            UpstreamProtocol::Http2 => Box::pin(self.send_h2(req)).await,
+            UpstreamProtocol::Http2 => Box::pin(self.send_h2(req, breaker)).await,
         }
     }
 
-    async fn send_h1(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    async fn send_h1(
+        &self,
+        mut req: Request<Body>,
+        breaker: &Arc<Breaker>,
+    ) -> Result<Response<Body>, ProxyError> {
         // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the
         // endpoint's address.
         if !req.headers().contains_key(http::header::HOST) {
@@ -129,7 +139,7 @@ impl HttpClient {
         loop {
             let (conn, reused) = match self.shared.take_idle() {
                 Some(c) => (c, true),
-                None => (h1::Conn::new(self.shared.dial().await?), false),
+                None => (self.shared.connect_h1(breaker).await?, false),
             };
             let release: Arc<dyn h1::Release> = self.shared.clone();
             match h1::send(conn, req, release).await {
@@ -166,7 +176,11 @@ impl HttpClient {
         Ok(resp.map(Body::Incoming))
     }
 
-    async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    async fn send_h2(
+        &self,
+        mut req: Request<Body>,
+        breaker: &Arc<Breaker>,
+    ) -> Result<Response<Body>, ProxyError> {
         // HTTP/2 carries the authority as `:authority`, taken from an absolute URI.
         let host = req
             .headers_mut()
@@ -186,7 +200,7 @@ impl HttpClient {
         *req.uri_mut() =
             Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
         *req.version_mut() = Version::HTTP_2;
-        let mut sender = self.shared.h2_sender().await?;
+        let mut sender = self.shared.h2_sender(breaker).await?;
         sender
             .ready()
             .await
@@ -224,6 +238,14 @@ impl Shared {
         }
     }
 
+    /// A new HTTP/1.1 connection: waits as a pending request, and holds a connection
+    /// permit for as long as it stays open.
+    async fn connect_h1(&self, breaker: &Arc<Breaker>) -> Result<h1::Conn, ProxyError> {
+        let _pending = breaker.try_acquire(Kind::Pending)?;
+        let permit = breaker.try_acquire(Kind::Connection)?;
+        Ok(h1::Conn::new(self.dial().await?).holding(permit))
+    }
+
     async fn dial(&self) -> Result<TcpStream, ProxyError> {
         let addr = self.addr;
         let result =
@@ -251,13 +273,18 @@ impl Shared {
         }
     }
 
-    async fn h2_sender(&self) -> Result<http2::SendRequest<Body>, ProxyError> {
+    async fn h2_sender(
+        &self,
+        breaker: &Arc<Breaker>,
+    ) -> Result<http2::SendRequest<Body>, ProxyError> {
         let mut slot = self.h2.lock().await;
         if let Some(s) = slot.as_ref()
             && !s.is_closed()
         {
             return Ok(s.clone());
         }
+        let _pending = breaker.try_acquire(Kind::Pending)?;
+        let permit = breaker.try_acquire(Kind::Connection)?;
         let io = TokioIo::new(self.dial().await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -266,6 +293,8 @@ impl Shared {
             .await
             .map_err(|e| ProxyError::ConnectFailure(e.into()))?;
         tokio::spawn(async move {
+            // The connection counts against the limit while it runs.
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
             }

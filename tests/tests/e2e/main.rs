@@ -19,6 +19,7 @@ mod errors;
 mod forwarding;
 mod malformed;
 mod reload;
+mod resilience;
 mod routing;
 mod streaming;
 mod telemetry;

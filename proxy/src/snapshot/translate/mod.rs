@@ -55,6 +55,12 @@ pub mod names {
     /// Key of upstream HTTP options in a cluster's `typed_extension_protocol_options`.
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    /// The local rate-limit HTTP filter (and its per-route config key).
+    pub const LOCAL_RATELIMIT: &str = "envoy.filters.http.local_ratelimit";
+    /// The fault-injection HTTP filter (and its per-route config key).
+    pub const FAULT: &str = "envoy.filters.http.fault";
+    /// Envoy's retry host predicate that avoids hosts already tried.
+    pub const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 }
 
 /// Envoy's default route timeout, for routes that do not set one.
@@ -134,6 +140,10 @@ struct Translator {
     snapshot: Snapshot,
     cluster_ids: HashMap<String, ClusterId>,
     problems: Vec<Problem>,
+    /// The listener being translated: its rate-limit and fault filter configs.
+    filter_defaults: policy::FilterDefaults,
+    /// The virtual host being translated: its retry policy and body buffer limit.
+    vhost_retry: (Option<pb_route::RetryPolicy>, Option<usize>),
 }
 
 impl Translator {
@@ -275,6 +285,8 @@ impl Translator {
             }
         };
         let protocol = self.upstream_protocol(c, place);
+        let (limits, outlier, health_check, panic_threshold) = self.cluster_policies(c, place);
+        let idle_timeout = self.upstream_idle_timeout(c, place);
         Some(Cluster {
             name: Arc::from(c.name.as_str()),
             discovery,
@@ -294,12 +306,35 @@ impl Translator {
                 .map(duration)
                 .filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_DNS_REFRESH),
-            idle_timeout: crate::upstream::client::POOL_IDLE_TIMEOUT,
-            limits: Default::default(),
-            outlier: None,
-            health_check: None,
-            panic_threshold: 50,
+            idle_timeout,
+            limits,
+            outlier,
+            health_check,
+            panic_threshold,
         })
+    }
+
+    /// `common_http_protocol_options.idle_timeout` of the upstream HTTP options (Envoy's
+    /// default: one hour; Weft's pool default is shorter, see [`POOL_IDLE_TIMEOUT`]).
+    ///
+    /// [`POOL_IDLE_TIMEOUT`]: crate::upstream::client::POOL_IDLE_TIMEOUT
+    fn upstream_idle_timeout(&mut self, c: &PbCluster, place: &str) -> Duration {
+        let default = crate::upstream::client::POOL_IDLE_TIMEOUT;
+        let Some(any) = c
+            .typed_extension_protocol_options
+            .get(names::HTTP_PROTOCOL_OPTIONS)
+        else {
+            return default;
+        };
+        let Some(opts) = self.unpack::<HttpProtocolOptions>(any, place) else {
+            return default;
+        };
+        opts.common_http_protocol_options
+            .and_then(|o| o.idle_timeout)
+            .as_ref()
+            .map(duration)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(default)
     }
 
     fn upstream_protocol(&mut self, c: &PbCluster, place: &str) -> UpstreamProtocol {
@@ -477,11 +512,30 @@ impl Translator {
         place: &str,
     ) -> Option<HttpListener> {
         use hcm::http_connection_manager::RouteSpecifier as R;
+        self.filter_defaults = policy::FilterDefaults::default();
         for (i, f) in m.http_filters.iter().enumerate() {
+            let typed = match &f.config_type {
+                Some(hcm::http_filter::ConfigType::TypedConfig(a)) => Some(a),
+                _ => None,
+            };
+            let type_is = |suffix: &str| typed.is_some_and(|a| a.type_url.ends_with(suffix));
             let is_router = f.name == names::ROUTER
-                || matches!(&f.config_type, Some(hcm::http_filter::ConfigType::TypedConfig(a))
-                    if a.type_url.ends_with("envoy.extensions.filters.http.router.v3.Router"));
-            if !is_router && !f.is_optional {
+                || type_is("envoy.extensions.filters.http.router.v3.Router");
+            let fplace = format!("{place}.http_filters[{i}]");
+            if f.name == names::LOCAL_RATELIMIT
+                || type_is("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit")
+            {
+                self.filter_defaults.ratelimit_filter = true;
+                self.filter_defaults.ratelimit = typed.and_then(|a| self.unpack(a, &fplace));
+            } else if f.name == names::FAULT
+                || type_is("envoy.extensions.filters.http.fault.v3.HTTPFault")
+            {
+                self.filter_defaults.fault_filter = true;
+                self.filter_defaults.fault = typed
+                    .and_then(|a| self.unpack::<envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault>(a, &fplace))
+                    // An empty fault filter config is the usual way to enable it per route.
+                    .filter(|f| f.delay.is_some() || f.abort.is_some());
+            } else if !is_router && !f.is_optional {
                 self.problem(
                     format!("{place}.http_filters[{i}]"),
                     format!("unsupported HTTP filter {:?}", f.name),
@@ -536,7 +590,15 @@ impl Translator {
                 * 1024,
             access_logs: self.access_logs(&m.access_log, place),
             tracing: self.tracing(m.tracing.as_ref(), place),
-            idle_timeout: None,
+            // Envoy's default downstream idle timeout is one hour; zero turns it off.
+            idle_timeout: match m
+                .common_http_protocol_options
+                .as_ref()
+                .and_then(|o| o.idle_timeout.as_ref())
+            {
+                Some(d) => Some(duration(d)).filter(|d| !d.is_zero()),
+                None => Some(DEFAULT_IDLE_TIMEOUT),
+            },
         })
     }
 
@@ -607,7 +669,8 @@ impl Translator {
                         format!("duplicate route name {:?}", r.name),
                     );
                 }
-                if let Some(route) = self.route(r, upgrades, &rplace, &vh.name, j) {
+                self.vhost_retry = (vh.retry_policy.clone(), vhost_buffer_limit(vh));
+                if let Some(route) = self.route(r, upgrades, &rplace, vh, j) {
                     routes.push(route);
                 }
             }
@@ -627,13 +690,27 @@ impl Translator {
         r: &pb_route::Route,
         upgrades: &[String],
         place: &str,
-        vhost: &str,
+        vh: &pb_route::VirtualHost,
         index: usize,
     ) -> Option<Route> {
+        let vhost = vh.name.as_str();
         let matcher = self.route_match(r.r#match.as_ref(), &format!("{place}.match"))?;
         let action = match &r.action {
             Some(pb_route::route::Action::Route(a)) => {
-                Action::Forward(self.forward(a, upgrades, &matcher, &format!("{place}.route"))?)
+                let aplace = format!("{place}.route");
+                let mut f = self.forward(a, upgrades, &matcher, &aplace)?;
+                let buffer = route_buffer_limit(r).or(self.vhost_retry.1);
+                let (policy, pplace) = match (&a.retry_policy, self.vhost_retry.0.clone()) {
+                    (Some(p), _) => (Some(p.clone()), format!("{aplace}.retry_policy")),
+                    (None, Some(p)) => (Some(p), format!("virtual host {vhost:?} retry_policy")),
+                    (None, None) => (None, String::new()),
+                };
+                f.retry = policy
+                    .and_then(|p| self.retry_policy(&p, buffer, &pplace))
+                    .filter(|p| p.num_retries > 0 && !p.retry_on.is_empty());
+                f.grpc_timeout =
+                    self.grpc_timeout(a.max_stream_duration.as_ref(), &aplace);
+                Action::Forward(f)
             }
             Some(pb_route::route::Action::Redirect(a)) => {
                 Action::Redirect(self.redirect(a, &format!("{place}.redirect"))?)
@@ -656,6 +733,14 @@ impl Translator {
             &r.response_headers_to_remove,
             &format!("{place}.response_headers"),
         );
+        // Per-filter configs: the route's own win over its virtual host's.
+        let mut per_filter = vh.typed_per_filter_config.clone();
+        per_filter.extend(r.typed_per_filter_config.clone());
+        let actions: &[pb_route::RateLimit] = match &r.action {
+            Some(pb_route::route::Action::Route(a)) if !a.rate_limits.is_empty() => &a.rate_limits,
+            _ => &vh.rate_limits,
+        };
+        let (rate_limit, fault) = self.route_filters(&per_filter, actions, place);
         let id = self.snapshot.route_count;
         self.snapshot.route_count += 1;
         let name = if r.name.is_empty() {
@@ -670,8 +755,8 @@ impl Translator {
             action,
             request_headers,
             response_headers,
-            rate_limit: None,
-            fault: None,
+            rate_limit,
+            fault,
         })
     }
 
@@ -844,16 +929,12 @@ impl Translator {
     ) -> Option<Forward> {
         use pb_route::route_action::ClusterSpecifier as C;
         let unsupported = [
-            (
-                a.retry_policy.is_some() || a.retry_policy_typed_config.is_some(),
-                "retry_policy",
-            ),
+            (a.retry_policy_typed_config.is_some(), "retry_policy_typed_config"),
             (a.hedge_policy.is_some(), "hedge_policy"),
             (
                 !a.request_mirror_policies.is_empty(),
                 "request_mirror_policies",
             ),
-            (!a.rate_limits.is_empty(), "rate_limits"),
             (
                 #[allow(deprecated)]
                 a.cors.is_some(),
@@ -954,6 +1035,7 @@ impl Translator {
             hash_header,
             upgrades,
             connect_terminate,
+            // Set by the caller, which knows the route's and virtual host's settings.
             retry: None,
             grpc_timeout: Default::default(),
         })
@@ -1118,6 +1200,26 @@ impl Translator {
     }
 }
 
+/// A route's request body buffer limit (the retry replay cap), if set.
+fn route_buffer_limit(r: &pb_route::Route) -> Option<usize> {
+    #[allow(deprecated)]
+    let legacy = r.per_request_buffer_limit_bytes.map(|v| u64::from(v.value));
+    r.request_body_buffer_limit
+        .map(|v| v.value)
+        .or(legacy)
+        .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+}
+
+/// A virtual host's request body buffer limit, if set.
+fn vhost_buffer_limit(vh: &pb_route::VirtualHost) -> Option<usize> {
+    #[allow(deprecated)]
+    let legacy = vh.per_request_buffer_limit_bytes.map(|v| u64::from(v.value));
+    vh.request_body_buffer_limit
+        .map(|v| v.value)
+        .or(legacy)
+        .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+}
+
 fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
     let secs = u64::try_from(d.seconds).unwrap_or(0);
     let nanos = u32::try_from(d.nanos).unwrap_or(0);
@@ -1215,5 +1317,6 @@ pub fn parse_domain(d: &str) -> Result<Domain, String> {
 pub use route::{select_route, select_vhost};
 
 mod observe;
+mod policy;
 #[cfg(test)]
 mod tests;

@@ -1079,10 +1079,64 @@ fn problem_table() {
             "match is required",
         ),
         (
-            "unsupported retry policy",
-            |r| first_action(r).retry_policy = Some(Default::default()),
-            r#"RouteConfiguration "edge".virtual_hosts[0].routes[0].route.retry_policy"#,
+            "unknown retry condition",
+            |r| {
+                first_action(r).retry_policy = Some(pb::RetryPolicy {
+                    retry_on: "5xx,sometimes".to_owned(),
+                    ..Default::default()
+                })
+            },
+            r#"RouteConfiguration "edge".virtual_hosts[0].routes[0].route.retry_policy.retry_on"#,
+            "unknown retry condition \"sometimes\"",
+        ),
+        (
+            "unsupported retry field",
+            |r| {
+                first_action(r).retry_policy = Some(pb::RetryPolicy {
+                    retry_on: "5xx".to_owned(),
+                    per_try_idle_timeout: Some(Default::default()),
+                    ..Default::default()
+                })
+            },
+            r#"RouteConfiguration "edge".virtual_hosts[0].routes[0].route.retry_policy.per_try_idle_timeout"#,
             "not supported yet",
+        ),
+        (
+            "retriable request header other than :method",
+            |r| {
+                first_action(r).retry_policy = Some(pb::RetryPolicy {
+                    retry_on: "5xx".to_owned(),
+                    retriable_request_headers: vec![pb::HeaderMatcher {
+                        name: "x-retry".to_owned(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+            },
+            r#"RouteConfiguration "edge".virtual_hosts[0].routes[0].route.retry_policy.retriable_request_headers[0]"#,
+            "only exact `:method` matchers",
+        ),
+        (
+            "per-route filter config for a filter the listener lacks",
+            |r| {
+                first_route(r).typed_per_filter_config.insert(
+                    names::LOCAL_RATELIMIT.to_owned(),
+                    pack(&envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit::default()),
+                );
+            },
+            r#"RouteConfiguration "edge".virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.local_ratelimit"]"#,
+            "the listener has no local_ratelimit HTTP filter",
+        ),
+        (
+            "per-route config of an unknown filter",
+            |r| {
+                first_route(r).typed_per_filter_config.insert(
+                    "envoy.filters.http.cors".to_owned(),
+                    pack(&pb::RetryPolicy::default()),
+                );
+            },
+            r#"RouteConfiguration "edge".virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.cors"]"#,
+            "no such HTTP filter in Weft",
         ),
         (
             "prefix rewrite on a regex route",

@@ -55,6 +55,9 @@ struct Scratch {
     out: Vec<u8>,
     /// Where each response header's name and value sit in the head.
     spans: Vec<(usize, usize, usize, usize)>,
+    /// The cluster's connection-limit permit, given back when the connection closes
+    /// (it travels with the connection through every exchange).
+    permit: Option<crate::resilience::breaker::Permit>,
 }
 
 impl Conn {
@@ -65,6 +68,12 @@ impl Conn {
             buf: BytesMut::new(),
             scratch: Scratch::default(),
         }
+    }
+
+    /// The connection, counting against a connection limit while it lives.
+    pub fn holding(mut self, permit: crate::resilience::breaker::Permit) -> Self {
+        self.scratch.permit = Some(permit);
+        self
     }
 
     /// Whether an idle connection can still be used: not closed by the upstream and
@@ -645,7 +654,11 @@ impl ResponseBody {
                     && let Some(Ok(Some(w))) = writer.now_or_never()
                     && let Ok(io) = r.reunite(w)
                 {
-                    release.release(Conn::new(io));
+                    release.release(Conn {
+                        io,
+                        buf: BytesMut::new(),
+                        scratch: std::mem::take(&mut self.scratch),
+                    });
                 }
             }
             _ => {}

@@ -18,6 +18,7 @@ use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ConfigSource, DataSource, HeaderValue, HeaderValueOption,
+    HttpProtocolOptions as HttpCoreOptions,
     Http2ProtocolOptions, SocketAddress, TypedExtensionConfig, address, config_source,
     header_value_option::HeaderAppendAction, socket_address,
 };
@@ -143,6 +144,17 @@ pub fn compile(file: &friendly::File) -> Result<(Resources, Option<SocketAddr>),
                     )
                 });
                 let mut manager = http_connection_manager(&l.name, has_connect);
+                let all_routes: Vec<route::Route> =
+                    vhosts.iter().flat_map(|v| v.routes.iter().cloned()).collect();
+                let mut filters = policy::policy_filters(&all_routes);
+                filters.append(&mut manager.http_filters);
+                manager.http_filters = filters;
+                if let Some(idle) = l.idle_timeout {
+                    manager.common_http_protocol_options = Some(HttpCoreOptions {
+                        idle_timeout: Some(proto_duration(idle)),
+                        ..Default::default()
+                    });
+                }
                 manager.access_log = l.access_log.iter().map(access_log).collect();
                 if let Some(t) = &file.tracing {
                     let percent = t.sample_percent.unwrap_or(100.0);
@@ -292,7 +304,27 @@ impl Compiler {
                 }
             };
             let matcher = self.route_match(&r.matches, &p.key("match"));
-            let action = self.route_action(r, file, &p);
+            let mut action = self.route_action(r, file, &p);
+            let (typed_per_filter_config, rate_limits) = self.route_filters(r, &name, &p);
+            let mut request_body_buffer_limit = None;
+            match &mut action {
+                Some(route::route::Action::Route(a)) => {
+                    a.retry_policy = self.retry_policy(r.retries.as_ref(), &p.key("retries"));
+                    a.rate_limits = rate_limits;
+                    request_body_buffer_limit = self.replay_limit(r.retries.as_ref());
+                }
+                _ => {
+                    if r.retries.is_some() {
+                        self.problem(p.key("retries"), "`retries` apply only to routes with `to`");
+                    }
+                    if !rate_limits.is_empty() {
+                        self.problem(
+                            p.key("rate_limit").key("key"),
+                            "a keyed rate limit needs a route with `to`",
+                        );
+                    }
+                }
+            }
             let (req_add, req_remove) =
                 self.header_ops(r.request_headers.as_ref(), &p.key("request_headers"));
             let (resp_add, resp_remove) =
@@ -305,6 +337,8 @@ impl Compiler {
                 request_headers_to_remove: req_remove,
                 response_headers_to_add: resp_add,
                 response_headers_to_remove: resp_remove,
+                typed_per_filter_config,
+                request_body_buffer_limit,
                 ..Default::default()
             });
         }
@@ -855,10 +889,23 @@ impl Compiler {
             );
         }
         let mut options = std::collections::HashMap::new();
+        let idle = c.idle_timeout.map(|d| HttpCoreOptions {
+            idle_timeout: Some(proto_duration(d)),
+            ..Default::default()
+        });
         match c.protocol.as_deref().unwrap_or("http1") {
-            "http1" => {}
+            "http1" => {
+                if idle.is_some() {
+                    let opts = HttpProtocolOptions {
+                        common_http_protocol_options: idle,
+                        ..Default::default()
+                    };
+                    options.insert(names::HTTP_PROTOCOL_OPTIONS.to_owned(), pack(&opts));
+                }
+            }
             "http2" => {
                 let opts = HttpProtocolOptions {
+                    common_http_protocol_options: idle,
                     upstream_protocol_options: Some(
                         http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
                             http_protocol_options::ExplicitHttpConfig {
@@ -902,10 +949,21 @@ impl Compiler {
                 ..Default::default()
             }),
             typed_extension_protocol_options: options,
+            circuit_breakers: Some(self.circuit_breakers(c.limits.as_ref(), &path.key("limits"))),
+            outlier_detection: self
+                .outlier_detection(c.outlier_detection.as_ref(), &path.key("outlier_detection")),
+            health_checks: c
+                .health_check
+                .iter()
+                .map(|h| self.health_check(h, name, &path.key("health_check")))
+                .collect(),
+            common_lb_config: self.common_lb_config(c.panic_threshold, &path.key("panic_threshold")),
             ..Default::default()
         })
     }
 }
+
+mod policy;
 
 fn unknown_cluster(name: &str, clusters: &IndexMap<String, friendly::Cluster>) -> String {
     let close = clusters

@@ -274,6 +274,7 @@ async fn accept_loop(
                     scheme: "http",
                     store: store.clone(),
                     drain: drain.clone(),
+                    in_flight: Default::default(),
                 });
                 let watch = drain.watch();
                 connections.spawn(async move {
@@ -311,6 +312,7 @@ fn http_settings(store: &Store, name: &str) -> Settings {
         Some(ListenerKind::Http(h)) => Settings {
             request_headers_timeout: h.request_headers_timeout,
             max_request_headers: h.max_request_headers,
+            idle_timeout: h.idle_timeout,
             detection: None,
         },
         _ => Settings {
@@ -318,6 +320,7 @@ fn http_settings(store: &Store, name: &str) -> Settings {
             max_request_headers: crate::snapshot::translate::DEFAULT_MAX_REQUEST_HEADERS_KB
                 as usize
                 * 1024,
+            idle_timeout: Some(crate::snapshot::translate::DEFAULT_IDLE_TIMEOUT),
             detection: None,
         },
     }

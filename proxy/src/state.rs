@@ -14,9 +14,9 @@ use metrics::{Counter, Histogram};
 use weft_telemetry::{Registry, names};
 
 use crate::config::Resources;
+use crate::observe::{Identity, ListenerObserve, Telemetry};
 use crate::resilience::fault::{FaultCounters, FaultState};
 use crate::resilience::ratelimit::{Limiter, RateLimitCounters};
-use crate::observe::{Identity, ListenerObserve, Telemetry};
 use crate::snapshot::{Action, ListenerKind, Snapshot};
 use crate::upstream::Cluster;
 
@@ -88,8 +88,9 @@ impl State {
             (0..snapshot.route_count).map(|_| Vec::new()).collect();
         let mut no_route_stats = Vec::new();
         let mut route_timeouts = vec![Counter::noop(); snapshot.route_count];
-        let mut route_policies: Vec<RoutePolicies> =
-            (0..snapshot.route_count).map(|_| RoutePolicies::default()).collect();
+        let mut route_policies: Vec<RoutePolicies> = (0..snapshot.route_count)
+            .map(|_| RoutePolicies::default())
+            .collect();
         let mut tcp_stats = Vec::with_capacity(snapshot.listeners.len());
         for l in &snapshot.listeners {
             tcp_stats.push(match &l.kind {

@@ -210,7 +210,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Toggle<T> {
             fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
                 Ok(Toggle::Switch(v))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
                 T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Toggle::Set)
             }
         }
@@ -673,9 +676,9 @@ fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     };
     match size {
         Size::Bytes(n) => Ok(Some(n)),
-        Size::Text(s) => parse_byte_size(&s)
-            .map(Some)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?}: use e.g. 65536, 64KiB or 1MiB"))),
+        Size::Text(s) => parse_byte_size(&s).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid size {s:?}: use e.g. 65536, 64KiB or 1MiB"))
+        }),
     }
 }
 

@@ -121,7 +121,10 @@ impl ProxyError {
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
         match &self {
             Self::RateLimited(info) => {
-                h.insert(http::header::RETRY_AFTER, HeaderValue::from(info.reset_secs));
+                h.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(info.reset_secs),
+                );
                 if info.headers {
                     h.insert("x-ratelimit-limit", HeaderValue::from(info.limit));
                     h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
@@ -134,7 +137,10 @@ impl ProxyError {
                     HeaderValue::from_static("application/grpc"),
                 );
                 h.insert("grpc-status", HeaderValue::from(*code));
-                h.insert("grpc-message", HeaderValue::from_static("fault%20filter%20abort"));
+                h.insert(
+                    "grpc-message",
+                    HeaderValue::from_static("fault%20filter%20abort"),
+                );
             }
             _ => {}
         }
@@ -172,7 +178,10 @@ impl ProxyError {
         }
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
         if let Self::RateLimited(info) = &self {
-            h.insert(http::header::RETRY_AFTER, HeaderValue::from(info.reset_secs));
+            h.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(info.reset_secs),
+            );
         }
         stamp_date(h);
         resp

@@ -20,9 +20,9 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use tower::{Layer, ServiceBuilder, ServiceExt};
 use hyper::body::Incoming;
 use tokio::time::Instant;
+use tower::{Layer, ServiceBuilder, ServiceExt};
 
 use super::body::Body;
 use super::error::ProxyError;
@@ -35,13 +35,13 @@ use crate::resilience::ratelimit::RateLimitLayer;
 use crate::resilience::retry::{RetryLayer, replay};
 use crate::resilience::timeout::{self, TimeoutLayer};
 use crate::resilience::{AttemptLog, Call, TraceContext};
-use crate::state::RoutePolicies;
-use crate::upstream::Cluster;
-use crate::upstream::service::Endpoints;
 use crate::snapshot::route::{self, Forward, RequestView, Route, VirtualHost};
 use crate::snapshot::{Action, ListenerKind};
+use crate::state::RoutePolicies;
 use crate::state::{State, Store};
+use crate::upstream::Cluster;
 use crate::upstream::balance;
+use crate::upstream::service::Endpoints;
 
 /// What a connection knows about itself, shared by its requests.
 #[derive(Debug)]
@@ -61,6 +61,25 @@ pub struct ConnCtx {
     pub store: Arc<Store>,
     /// The listener's drain signal (tunnels outlive their request and watch it).
     pub drain: crate::drain::Drain,
+    /// Requests being handled on this connection (until their response head), so the
+    /// idle timeout never closes a connection that waits on an upstream.
+    pub in_flight: std::sync::atomic::AtomicU32,
+}
+
+/// A request counted in its connection's [`ConnCtx::in_flight`].
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicU32) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Handles one request; never fails (failures are responses).
@@ -69,6 +88,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
+    let _in_flight = InFlight::new(&ctx.in_flight);
     let state = ctx.store.load();
     let protocol = if is_grpc(&req) { "grpc" } else { "http" };
     let Some((li, listener)) = state
@@ -468,10 +488,7 @@ async fn forward(
     let mut resp = result?;
     if resp.status().is_server_error() {
         // Envoy's URX: the retries this failure wanted were used up or refused.
-        let exhausted = f
-            .retry
-            .as_ref()
-            .is_some_and(|r| attempts > r.num_retries);
+        let exhausted = f.retry.as_ref().is_some_and(|r| attempts > r.num_retries);
         fwd.flag = denied.or(exhausted.then_some("URX"));
     }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -533,13 +550,18 @@ async fn send(
         (counted(body, fwd), false)
     };
     let call = Call::new(Request::from_parts(parts, body), hash);
-    let endpoints = CircuitBreakerLayer::new(&cluster.breaker)
-        .layer(Endpoints::new(cluster, started, log));
+    let endpoints =
+        CircuitBreakerLayer::new(&cluster.breaker).layer(Endpoints::new(cluster, started, log));
     match &f.retry {
         Some(rules) if replayable => {
             let stack = ServiceBuilder::new()
                 .layer(TimeoutLayer::new(total, log))
-                .layer(RetryLayer::new(rules, &cluster.retry, &cluster.breaker, log))
+                .layer(RetryLayer::new(
+                    rules,
+                    &cluster.retry,
+                    &cluster.breaker,
+                    log,
+                ))
                 .layer(TimeoutLayer::new(rules.per_try_timeout, log))
                 .service(endpoints);
             stack.oneshot(call).await

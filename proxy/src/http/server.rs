@@ -61,6 +61,8 @@ pub struct Settings {
     pub request_headers_timeout: Duration,
     /// Largest request header block, in bytes.
     pub max_request_headers: usize,
+    /// Close the connection after this long without traffic or requests in flight.
+    pub idle_timeout: Option<Duration>,
     /// Where detection outcomes are counted.
     pub detection: Option<Arc<DetectCounters>>,
 }
@@ -105,6 +107,10 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, mut
             return;
         }
     };
+    let idle = settings.idle_timeout.map(|after| Idle {
+        after,
+        ctx: ctx.clone(),
+    });
     let service = hyper::service::service_fn(move |req| handler::handle(ctx.clone(), req));
     let io = TokioIo::new(stream);
     let result = match protocol {
@@ -116,7 +122,7 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, mut
                 .max_buf_size(settings.max_request_headers.max(MIN_H1_BUFFER))
                 .serve_connection(io, service)
                 .with_upgrades();
-            drive(conn, &mut drain, |c| c.graceful_shutdown()).await
+            drive(conn, &mut drain, idle, |c| c.graceful_shutdown()).await
         }
         Protocol::Http2 => {
             let conn = http2::Builder::new(TokioExecutor::new())
@@ -125,7 +131,7 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, mut
                     u32::try_from(settings.max_request_headers).unwrap_or(u32::MAX),
                 )
                 .serve_connection(io, service);
-            drive(conn, &mut drain, |c| c.graceful_shutdown()).await
+            drive(conn, &mut drain, idle, |c| c.graceful_shutdown()).await
         }
     };
     match result {
@@ -135,23 +141,59 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, mut
     }
 }
 
+/// The idle timeout of a connection.
+struct Idle {
+    after: Duration,
+    ctx: Arc<ConnCtx>,
+}
+
 /// Runs a connection to its end. When the drain starts it is asked (once) to shut down
 /// gracefully and runs on while it does, for at most [`DRAIN_TIMEOUT`]; then it is
 /// dropped, which closes it (`None`).
+///
+/// The idle timeout is checked without a clock read per event: every wakeup of the
+/// connection counts as activity, and a timer that fires every `after` looks whether
+/// anything but itself woke the connection since it last fired and whether a request
+/// is in flight. A connection idle that long is shut down gracefully (HTTP/1.1 closes,
+/// HTTP/2 sends GOAWAY), between one and two `after`s after its last activity.
 async fn drive<C: Future>(
     conn: C,
     drain: &mut Watch,
+    idle: Option<Idle>,
     shutdown: impl Fn(Pin<&mut C>),
 ) -> Option<C::Output> {
     let mut conn = pin!(conn);
     let mut cutoff: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut idle_timer = idle.as_ref().map(|i| Box::pin(tokio::time::sleep(i.after)));
+    let mut wakeups: u64 = 0;
+    let mut wakeups_at_tick: u64 = 0;
     std::future::poll_fn(|cx| {
+        wakeups += 1;
         if cutoff.is_none() && drain.poll_draining(cx).is_ready() {
             shutdown(conn.as_mut());
             cutoff = Some(Box::pin(tokio::time::sleep(DRAIN_TIMEOUT)));
         }
         if let Poll::Ready(out) = conn.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
+        }
+        if let (Some(timer), Some(i)) = (idle_timer.as_mut(), idle.as_ref())
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            // Only the timer itself woke us since the last tick: nothing moved.
+            let quiet = wakeups - wakeups_at_tick <= 1;
+            let busy = i.ctx.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0;
+            if quiet && !busy && cutoff.is_none() {
+                tracing::debug!(after = ?i.after, "closing an idle connection");
+                shutdown(conn.as_mut());
+                cutoff = Some(Box::pin(tokio::time::sleep(DRAIN_TIMEOUT)));
+                idle_timer = None;
+                // Let the connection act on the shutdown now.
+                cx.waker().wake_by_ref();
+            } else {
+                wakeups_at_tick = wakeups;
+                timer.as_mut().reset(tokio::time::Instant::now() + i.after);
+                let _ = timer.as_mut().poll(cx);
+            }
         }
         let cut = cutoff
             .as_mut()
@@ -165,8 +207,6 @@ async fn drive<C: Future>(
     .await
 }
 
-/// Longest a client may take to finish sending the HTTP/2 preface once it began it; real
-/// clients send all 24 bytes in one write.
 const PREFACE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Which protocol the client speaks, from its first bytes (without consuming them);

@@ -97,7 +97,8 @@ pub struct RetryPolicy {
 }
 
 /// Istio's default retry conditions.
-pub const ISTIO_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+pub const ISTIO_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 /// Envoy's default backoff base interval.
 pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
 /// Largest body replayed by default.

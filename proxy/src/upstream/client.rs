@@ -30,7 +30,8 @@ use crate::http::{Body, ProxyError};
 use crate::resilience::breaker::{Breaker, Kind};
 use crate::snapshot::UpstreamProtocol;
 
-/// How long an idle HTTP/1.1 connection may wait in the pool before it is not reused.
+/// How long an idle HTTP/1.1 connection may wait in the pool before it is not reused,
+/// unless the cluster sets its own `idle_timeout`.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Stale idle connections closed per release at most (bounds the work under the lock).
@@ -61,6 +62,7 @@ struct Shared {
     addr: SocketAddr,
     protocol: UpstreamProtocol,
     connect_timeout: Duration,
+    idle_timeout: Duration,
     counters: ConnectCounters,
     /// Most recently idled at the back (taken first), oldest at the front.
     idle: Mutex<VecDeque<Idle>>,
@@ -83,11 +85,13 @@ impl HttpClient {
             .len()
     }
 
-    /// A client for `addr` speaking `protocol`.
+    /// A client for `addr` speaking `protocol`; pooled connections idle longer than
+    /// `idle_timeout` are closed.
     pub fn new(
         addr: SocketAddr,
         protocol: UpstreamProtocol,
         connect_timeout: Duration,
+        idle_timeout: Duration,
         counters: ConnectCounters,
     ) -> Self {
         Self {
@@ -95,11 +99,17 @@ impl HttpClient {
                 addr,
                 protocol,
                 connect_timeout,
+                idle_timeout,
                 counters,
                 idle: Mutex::new(VecDeque::new()),
                 h2: tokio::sync::Mutex::new(None),
             }),
         }
+    }
+
+    /// How long pooled connections may idle.
+    pub fn idle_timeout(&self) -> Duration {
+        self.shared.idle_timeout
     }
 
     /// The protocol this client speaks.
@@ -230,7 +240,7 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop_back()?;
-            if now.saturating_duration_since(candidate.since) < POOL_IDLE_TIMEOUT
+            if now.saturating_duration_since(candidate.since) < self.idle_timeout
                 && candidate.conn.is_usable()
             {
                 return Some(candidate.conn);
@@ -315,7 +325,7 @@ impl h1::Release for Shared {
         let mut evicted = Vec::new();
         while evicted.len() < EVICT_PER_RELEASE
             && idle.front().is_some_and(|oldest| {
-                now.saturating_duration_since(oldest.since) >= POOL_IDLE_TIMEOUT
+                now.saturating_duration_since(oldest.since) >= self.idle_timeout
                     || !oldest.conn.is_usable()
             })
         {
@@ -360,6 +370,7 @@ mod tests {
             addr,
             UpstreamProtocol::Http1,
             Duration::from_secs(1),
+            POOL_IDLE_TIMEOUT,
             counters,
         );
         let shared = client.shared.clone();

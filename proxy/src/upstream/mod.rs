@@ -16,9 +16,9 @@
 pub mod balance;
 pub mod client;
 pub mod h1;
-pub mod service;
 pub mod health;
 pub mod outlier;
+pub mod service;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -289,7 +289,8 @@ impl Cluster {
                 .find_map(|(e, _)| {
                     (e.addr == addr
                         && e.client.protocol() == self.config.protocol
-                        && e.connect_timeout == self.config.connect_timeout)
+                        && e.connect_timeout == self.config.connect_timeout
+                        && e.client.idle_timeout() == self.config.idle_timeout)
                         .then(|| e.clone())
                 })
         };
@@ -304,6 +305,7 @@ impl Cluster {
                             *addr,
                             self.config.protocol,
                             self.config.connect_timeout,
+                            self.config.idle_timeout,
                             self.counters.clone(),
                         ),
                         health: EndpointHealth::new(),

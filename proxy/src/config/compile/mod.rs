@@ -18,9 +18,9 @@ use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ConfigSource, DataSource, HeaderValue, HeaderValueOption,
-    HttpProtocolOptions as HttpCoreOptions,
-    Http2ProtocolOptions, SocketAddress, TypedExtensionConfig, address, config_source,
-    header_value_option::HeaderAppendAction, socket_address,
+    Http2ProtocolOptions, HttpProtocolOptions as HttpCoreOptions, SocketAddress,
+    TypedExtensionConfig, address, config_source, header_value_option::HeaderAppendAction,
+    socket_address,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -144,8 +144,10 @@ pub fn compile(file: &friendly::File) -> Result<(Resources, Option<SocketAddr>),
                     )
                 });
                 let mut manager = http_connection_manager(&l.name, has_connect);
-                let all_routes: Vec<route::Route> =
-                    vhosts.iter().flat_map(|v| v.routes.iter().cloned()).collect();
+                let all_routes: Vec<route::Route> = vhosts
+                    .iter()
+                    .flat_map(|v| v.routes.iter().cloned())
+                    .collect();
                 let mut filters = policy::policy_filters(&all_routes);
                 filters.append(&mut manager.http_filters);
                 manager.http_filters = filters;
@@ -957,7 +959,8 @@ impl Compiler {
                 .iter()
                 .map(|h| self.health_check(h, name, &path.key("health_check")))
                 .collect(),
-            common_lb_config: self.common_lb_config(c.panic_threshold, &path.key("panic_threshold")),
+            common_lb_config: self
+                .common_lb_config(c.panic_threshold, &path.key("panic_threshold")),
             ..Default::default()
         })
     }

@@ -71,7 +71,10 @@ impl Compiler {
         let mut methods = Vec::new();
         for (i, m) in given.methods.iter().enumerate() {
             if http::Method::from_bytes(m.as_bytes()).is_err() {
-                self.problem(path.key("methods").index(i), format!("{m:?} is not a method"));
+                self.problem(
+                    path.key("methods").index(i),
+                    format!("{m:?} is not a method"),
+                );
             }
             methods.push(route::HeaderMatcher {
                 name: ":method".to_owned(),
@@ -152,9 +155,7 @@ impl Compiler {
             }
             let bucket = TokenBucket {
                 max_tokens: burst,
-                tokens_per_fill: Some(UInt32Value {
-                    value: rl.requests,
-                }),
+                tokens_per_fill: Some(UInt32Value { value: rl.requests }),
                 fill_interval: Some(proto_duration(per)),
             };
             let (action, key) = match &rl.key {
@@ -299,7 +300,11 @@ impl Compiler {
                 "a percentage from 0 to 100 is required",
             );
         }
-        let v = |x: Option<u32>, default: u32| Some(UInt32Value { value: x.unwrap_or(default) });
+        let v = |x: Option<u32>, default: u32| {
+            Some(UInt32Value {
+                value: x.unwrap_or(default),
+            })
+        };
         CircuitBreakers {
             thresholds: vec![circuit_breakers::Thresholds {
                 max_connections: v(l.max_connections, d.max_connections),
@@ -438,10 +443,15 @@ impl Compiler {
 /// any of its routes uses them (each enabled per route).
 pub(super) fn policy_filters(
     routes: &[route::Route],
-) -> Vec<envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter>
-{
+) -> Vec<
+    envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter,
+> {
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-    let uses = |key: &str| routes.iter().any(|r| r.typed_per_filter_config.contains_key(key));
+    let uses = |key: &str| {
+        routes
+            .iter()
+            .any(|r| r.typed_per_filter_config.contains_key(key))
+    };
     let mut out = Vec::new();
     if uses(names::FAULT) {
         out.push(hcm::HttpFilter {

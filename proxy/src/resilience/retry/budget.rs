@@ -3,8 +3,10 @@
 //! endpoint fails (the retry storm). Linkerd and Finagle budget retries the same way.
 //!
 //! A token account: each request deposits `percent` of a token, time deposits
-//! `min_per_sec` tokens per second, a retry takes one whole token. It starts empty (so
-//! over any window, retries <= percent x requests + min_per_sec x seconds) and holds at
+//! `min_per_sec` tokens per second, a retry takes one whole token. It starts with one
+//! second's allowance, so that a fresh cluster can retry its very first failures (over
+//! any window from the start, retries <= percent x requests + min_per_sec x (seconds +
+//! 1)), and holds at
 //! most ten seconds' worth of the steady allowance (at least 100), so credit saved in quiet times
 //! cannot become a burst.
 
@@ -36,7 +38,7 @@ struct Account {
 }
 
 impl Budget {
-    /// An empty budget with `config`'s rates.
+    /// A budget with `config`'s rates, holding one second's allowance.
     pub fn new(config: &RetryBudget) -> Self {
         let per_sec = f64::from(config.min_per_sec);
         Self {
@@ -44,7 +46,7 @@ impl Budget {
             per_sec,
             cap: (per_sec * SAVED_SECONDS).max(MIN_CAP),
             account: Mutex::new(Account {
-                tokens: 0.0,
+                tokens: per_sec,
                 at: Instant::now(),
             }),
         }
@@ -116,9 +118,9 @@ mod tests {
         // (percent, per second, requests, seconds, expected granted)
         let cases: &[(f64, u32, u32, u64, u32)] = &[
             (0.2, 0, 1000, 1, 200),
-            (0.2, 10, 1000, 1, 210),
-            (0.2, 10, 1000, 5, 250),
-            (0.0, 10, 100, 2, 20),
+            (0.2, 10, 1000, 1, 220),
+            (0.2, 10, 1000, 5, 260),
+            (0.0, 10, 100, 2, 30),
             (0.0, 0, 100, 2, 0),
             (1.0, 0, 100, 1, 100),
         ];
@@ -134,9 +136,10 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn starts_empty_and_saves_at_most_ten_seconds_of_allowance() {
+    async fn starts_with_a_second_and_saves_at_most_ten_seconds_of_allowance() {
         let b = budget(0.2, 10);
-        assert!(!b.withdraw(), "nothing saved at start");
+        let start = (0..100).take_while(|_| b.withdraw()).count();
+        assert_eq!(start, 10, "one second's allowance at start");
         tokio::time::advance(Duration::from_secs(3600)).await;
         let burst = (0..1000).take_while(|_| b.withdraw()).count();
         assert_eq!(burst, 100, "an hour of quiet saves ten seconds' worth");

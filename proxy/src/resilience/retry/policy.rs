@@ -141,7 +141,11 @@ mod tests {
             (Method::GET, Outcome::Final, false),
         ];
         for (method, outcome, want) in cases {
-            assert_eq!(retriable(&p, method, *outcome), *want, "{method} {outcome:?}");
+            assert_eq!(
+                retriable(&p, method, *outcome),
+                *want,
+                "{method} {outcome:?}"
+            );
         }
     }
 
@@ -182,7 +186,11 @@ mod tests {
             ("unavailable", grpc(13), false),
         ];
         for (on, outcome, want) in cases {
-            assert_eq!(retriable(&with(on), &get, *outcome), *want, "{on} {outcome:?}");
+            assert_eq!(
+                retriable(&with(on), &get, *outcome),
+                *want,
+                "{on} {outcome:?}"
+            );
         }
     }
 

@@ -107,15 +107,57 @@ async fn retries_follow_the_policy_method_body_and_attempts() {
     let small = || Body::full("small body");
     let streamed = Body::Incoming(streamed_incoming().await);
     // (policy, method, body, script, final outcome, attempts)
-    let cases: Vec<(&RetryPolicy, Method, Body, Vec<Result<u16, &str>>, &str, usize)> = vec![
+    let cases: Vec<(
+        &RetryPolicy,
+        Method,
+        Body,
+        Vec<Result<u16, &str>>,
+        &str,
+        usize,
+    )> = vec![
         (&istio, Method::GET, Body::Empty, vec![Ok(503)], "200", 2),
-        (&istio, Method::GET, Body::Empty, vec![Ok(503), Ok(503)], "200", 3),
-        (&istio, Method::GET, Body::Empty, vec![Ok(503), Ok(503), Ok(503)], "503", 3),
+        (
+            &istio,
+            Method::GET,
+            Body::Empty,
+            vec![Ok(503), Ok(503)],
+            "200",
+            3,
+        ),
+        (
+            &istio,
+            Method::GET,
+            Body::Empty,
+            vec![Ok(503), Ok(503), Ok(503)],
+            "503",
+            3,
+        ),
         (&istio, Method::GET, Body::Empty, vec![Ok(500)], "500", 1),
-        (&istio, Method::GET, Body::Empty, vec![Err("connect")], "200", 2),
-        (&istio, Method::GET, Body::Empty, vec![Err("reset")], "UC", 1),
+        (
+            &istio,
+            Method::GET,
+            Body::Empty,
+            vec![Err("connect")],
+            "200",
+            2,
+        ),
+        (
+            &istio,
+            Method::GET,
+            Body::Empty,
+            vec![Err("reset")],
+            "UC",
+            1,
+        ),
         (&istio, Method::POST, small(), vec![Ok(503)], "503", 1),
-        (&istio, Method::POST, small(), vec![Err("connect")], "200", 2),
+        (
+            &istio,
+            Method::POST,
+            small(),
+            vec![Err("connect")],
+            "200",
+            2,
+        ),
         (&post_ok, Method::POST, small(), vec![Ok(503)], "200", 2),
         (&post_ok, Method::POST, streamed, vec![Ok(503)], "503", 1),
     ];
@@ -139,7 +181,10 @@ async fn a_retry_avoids_the_endpoints_tried_and_says_why_it_stopped() {
     .await;
     assert_eq!(got, "503");
     let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    assert_eq!(seen, vec![vec![], vec![port(1000)], vec![port(1000), port(1001)]]);
+    assert_eq!(
+        seen,
+        vec![vec![], vec![port(1000)], vec![port(1000), port(1001)]]
+    );
     // Exhausted attempts are not "denied": no copy is made for a retry that cannot
     // follow, so the handler reads exhaustion from the attempt count.
     assert_eq!(log.summary().2, None);
@@ -155,7 +200,14 @@ async fn an_empty_budget_or_the_retry_limit_stops_retries() {
         Limits::default(),
     );
     // A fresh, empty budget: deposits are worth nothing and time adds nothing.
-    let (got, seen, log) = run(&broke, &RetryPolicy::default(), Method::GET, Body::Empty, vec![Ok(503)]).await;
+    let (got, seen, log) = run(
+        &broke,
+        &RetryPolicy::default(),
+        Method::GET,
+        Body::Empty,
+        vec![Ok(503)],
+    )
+    .await;
     assert_eq!((got.as_str(), seen.len()), ("503", 1));
     assert_eq!(log.summary().2, Some("URX"));
 
@@ -166,7 +218,14 @@ async fn an_empty_budget_or_the_retry_limit_stops_retries() {
             ..Limits::default()
         },
     );
-    let (got, seen, log) = run(&no_retries, &RetryPolicy::default(), Method::GET, Body::Empty, vec![Ok(503)]).await;
+    let (got, seen, log) = run(
+        &no_retries,
+        &RetryPolicy::default(),
+        Method::GET,
+        Body::Empty,
+        vec![Ok(503)],
+    )
+    .await;
     assert_eq!((got.as_str(), seen.len()), ("503", 1));
     assert_eq!(log.summary().2, Some("UO"));
 }
@@ -186,7 +245,9 @@ async fn streamed_incoming() -> hyper::body::Incoming {
                 if let Some(tx) = sender {
                     let _ = tx.send(req.into_body());
                 }
-                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<
+                    bytes::Bytes,
+                >::new()))
             }
         });
         tokio::spawn(async move {
@@ -194,15 +255,18 @@ async fn streamed_incoming() -> hyper::body::Incoming {
                 .serve_connection(hyper_util::rt::TokioIo::new(server), svc)
                 .await;
         });
-        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(
-            hyper_util::rt::TokioIo::new(client),
-        )
+        let (mut sender, conn) = hyper::client::conn::http1::handshake::<
+            _,
+            http_body_util::Full<bytes::Bytes>,
+        >(hyper_util::rt::TokioIo::new(client))
         .await
         .unwrap();
         tokio::spawn(conn);
         let req = Request::post("/")
             .header("transfer-encoding", "chunked")
-            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"streamed")))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"streamed",
+            )))
             .unwrap();
         tokio::spawn(async move {
             let _ = sender.send_request(req).await;

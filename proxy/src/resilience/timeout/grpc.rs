@@ -83,7 +83,12 @@ mod tests {
             max: None,
             offset: ms(50),
         };
-        let cases: &[(Option<Duration>, Option<&str>, &GrpcTimeout, Option<Duration>)] = &[
+        let cases: &[(
+            Option<Duration>,
+            Option<&str>,
+            &GrpcTimeout,
+            Option<Duration>,
+        )] = &[
             (Some(ms(1000)), None, &none, Some(ms(1000))),
             (Some(ms(1000)), Some("200m"), &none, Some(ms(200))),
             (Some(ms(100)), Some("5S"), &none, Some(ms(100))),

@@ -15,7 +15,11 @@ async fn a_slow_call_times_out_and_marks_the_log() {
     let started = tokio::time::Instant::now();
     let r = svc.ready().await.unwrap().call(()).await;
     assert!(matches!(r, Err(ProxyError::Timeout)));
-    assert_eq!(started.elapsed(), Duration::from_millis(200), "paused clock");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(200),
+        "paused clock"
+    );
     assert!(log.expired());
 }
 

@@ -708,8 +708,7 @@ impl Translator {
                 f.retry = policy
                     .and_then(|p| self.retry_policy(&p, buffer, &pplace))
                     .filter(|p| p.num_retries > 0 && !p.retry_on.is_empty());
-                f.grpc_timeout =
-                    self.grpc_timeout(a.max_stream_duration.as_ref(), &aplace);
+                f.grpc_timeout = self.grpc_timeout(a.max_stream_duration.as_ref(), &aplace);
                 Action::Forward(f)
             }
             Some(pb_route::route::Action::Redirect(a)) => {
@@ -929,7 +928,10 @@ impl Translator {
     ) -> Option<Forward> {
         use pb_route::route_action::ClusterSpecifier as C;
         let unsupported = [
-            (a.retry_policy_typed_config.is_some(), "retry_policy_typed_config"),
+            (
+                a.retry_policy_typed_config.is_some(),
+                "retry_policy_typed_config",
+            ),
             (a.hedge_policy.is_some(), "hedge_policy"),
             (
                 !a.request_mirror_policies.is_empty(),
@@ -1213,7 +1215,9 @@ fn route_buffer_limit(r: &pb_route::Route) -> Option<usize> {
 /// A virtual host's request body buffer limit, if set.
 fn vhost_buffer_limit(vh: &pb_route::VirtualHost) -> Option<usize> {
     #[allow(deprecated)]
-    let legacy = vh.per_request_buffer_limit_bytes.map(|v| u64::from(v.value));
+    let legacy = vh
+        .per_request_buffer_limit_bytes
+        .map(|v| u64::from(v.value));
     vh.request_body_buffer_limit
         .map(|v| v.value)
         .or(legacy)

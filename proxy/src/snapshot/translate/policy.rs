@@ -26,8 +26,8 @@ use envoy_types::pb::google::protobuf::Any;
 use http::Method;
 
 use super::super::policy::{
-    Abort, DescriptorSource, Fault, GrpcTimeout, HealthCheck, Limits, OutlierDetection,
-    RateLimit, RetryBudget, RetryOn, RetryPolicy, SuccessRate, TokenBucket,
+    Abort, DescriptorSource, Fault, GrpcTimeout, HealthCheck, Limits, OutlierDetection, RateLimit,
+    RetryBudget, RetryOn, RetryPolicy, SuccessRate, TokenBucket,
 };
 use super::names as filters;
 use super::{Translator, duration, parse_header_name};
@@ -228,7 +228,11 @@ impl Translator {
             }
         }
         let ratelimit = ratelimit.and_then(|r| {
-            self.local_ratelimit(&r, actions, &format!("{place}.{}", filters::LOCAL_RATELIMIT))
+            self.local_ratelimit(
+                &r,
+                actions,
+                &format!("{place}.{}", filters::LOCAL_RATELIMIT),
+            )
         });
         let fault = fault.and_then(|f| self.fault(&f, &format!("{place}.{}", filters::FAULT)));
         (ratelimit, fault)
@@ -250,7 +254,10 @@ impl Translator {
                 !r.response_headers_to_add.is_empty(),
                 "response_headers_to_add",
             ),
-            (r.local_cluster_rate_limit.is_some(), "local_cluster_rate_limit"),
+            (
+                r.local_cluster_rate_limit.is_some(),
+                "local_cluster_rate_limit",
+            ),
             (
                 r.local_rate_limit_per_downstream_connection,
                 "local_rate_limit_per_downstream_connection",
@@ -264,14 +271,18 @@ impl Translator {
         }
         // Envoy: an unset `filter_enabled` or `filter_enforced` means 0 %.
         let enabled = self.all_or_nothing(
-            r.filter_enabled.as_ref().and_then(|f| f.default_value.as_ref()),
+            r.filter_enabled
+                .as_ref()
+                .and_then(|f| f.default_value.as_ref()),
             &format!("{place}.filter_enabled"),
         );
         if !enabled {
             return None;
         }
         let enforced = self.all_or_nothing(
-            r.filter_enforced.as_ref().and_then(|f| f.default_value.as_ref()),
+            r.filter_enforced
+                .as_ref()
+                .and_then(|f| f.default_value.as_ref()),
             &format!("{place}.filter_enforced"),
         );
         let bucket = r
@@ -286,8 +297,7 @@ impl Translator {
                 match &a.action_specifier {
                     Some(A::RemoteAddress(_)) => sources.push(DescriptorSource::ClientIp),
                     Some(A::RequestHeaders(h)) => {
-                        if let Some(header) = self.ok(parse_header_name(&h.header_name), &aplace)
-                        {
+                        if let Some(header) = self.ok(parse_header_name(&h.header_name), &aplace) {
                             sources.push(DescriptorSource::Header {
                                 header,
                                 key: h.descriptor_key.clone(),
@@ -326,7 +336,10 @@ impl Translator {
             if !produced {
                 self.problem(
                     format!("{dplace}.entries[0].key"),
-                    format!("no rate_limits action of the route produces {:?}", entry.key),
+                    format!(
+                        "no rate_limits action of the route produces {:?}",
+                        entry.key
+                    ),
                 );
             }
             let value = (!entry.value.is_empty()).then(|| entry.value.clone());
@@ -385,7 +398,10 @@ impl Translator {
                 self.problem(&dplace, "only fixed_delay is supported");
                 return None;
             };
-            Some((duration(fixed), self.percent(d.percentage.as_ref(), &dplace)?))
+            Some((
+                duration(fixed),
+                self.percent(d.percentage.as_ref(), &dplace)?,
+            ))
         });
         let abort = f.abort.as_ref().and_then(|a| {
             let aplace = format!("{place}.abort");
@@ -510,10 +526,7 @@ impl Translator {
                             .success_rate_request_volume
                             .map(|v| v.value)
                             .unwrap_or(100),
-                        stdev_factor: o
-                            .success_rate_stdev_factor
-                            .map(|v| v.value)
-                            .unwrap_or(1900),
+                        stdev_factor: o.success_rate_stdev_factor.map(|v| v.value).unwrap_or(1900),
                     },
                 ),
             }
@@ -538,7 +551,11 @@ impl Translator {
         (limits, outlier, health_check, panic)
     }
 
-    fn limits(&mut self, cb: &envoy_types::pb::envoy::config::cluster::v3::CircuitBreakers, place: &str) -> Limits {
+    fn limits(
+        &mut self,
+        cb: &envoy_types::pb::envoy::config::cluster::v3::CircuitBreakers,
+        place: &str,
+    ) -> Limits {
         if !cb.per_host_thresholds.is_empty() {
             self.problem(format!("{place}.per_host_thresholds"), "not supported yet");
         }
@@ -554,7 +571,10 @@ impl Translator {
             }
             let d = Limits::default();
             limits = Limits {
-                max_connections: t.max_connections.map(|v| v.value).unwrap_or(d.max_connections),
+                max_connections: t
+                    .max_connections
+                    .map(|v| v.value)
+                    .unwrap_or(d.max_connections),
                 max_pending_requests: t
                     .max_pending_requests
                     .map(|v| v.value)
@@ -583,7 +603,10 @@ impl Translator {
         }
         RetryBudget {
             percent: percent.clamp(0.0, 100.0) / 100.0,
-            min_per_sec: b.min_retry_concurrency.map(|v| v.value).unwrap_or(d.min_per_sec),
+            min_per_sec: b
+                .min_retry_concurrency
+                .map(|v| v.value)
+                .unwrap_or(d.min_per_sec),
         }
     }
 

@@ -119,6 +119,10 @@ enum Command {
         /// OTEL_EXPORTER_OTLP_ENDPOINT).
         #[arg(long)]
         trace_sample_percent: Option<f64>,
+        /// Run without retries, outlier detection and circuit-breaker limits (the
+        /// defaults have them; this exists to measure what they cost).
+        #[arg(long)]
+        no_resilience: bool,
     },
 }
 
@@ -195,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             upstream_protocol,
             access_log,
             trace_sample_percent,
+            no_resilience,
         } => runtime(cli.workers)?.block_on(async move {
             let loaded = reverse_proxy_config(
                 listen,
@@ -203,6 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &upstream_protocol,
                 access_log,
                 trace_sample_percent,
+                no_resilience,
             )?;
             let proxy = Proxy::start(
                 loaded,
@@ -300,7 +306,16 @@ fn reverse_proxy_config(
     protocol: &str,
     access_log: Option<String>,
     trace_sample_percent: Option<f64>,
+    no_resilience: bool,
 ) -> anyhow::Result<Loaded> {
+    let off = |b: bool| no_resilience.then_some(friendly::Toggle::<friendly::Retries>::Switch(b));
+    let unlimited = no_resilience.then(|| friendly::Limits {
+        max_connections: Some(u32::MAX),
+        max_pending: Some(u32::MAX),
+        max_requests: Some(u32::MAX),
+        max_retries: Some(u32::MAX),
+        retry_budget: None,
+    });
     let file = friendly::File {
         admin: None,
         tracing: trace_sample_percent.map(|p| friendly::Tracing {
@@ -320,7 +335,7 @@ fn reverse_proxy_config(
                 timeout: None,
                 request_headers: None,
                 response_headers: None,
-                retries: None,
+                retries: off(false),
                 rate_limit: None,
                 fault: None,
             }],
@@ -342,6 +357,8 @@ fn reverse_proxy_config(
                     .collect(),
                 lb: Some(lb.to_owned()),
                 protocol: Some(protocol.to_owned()),
+                outlier_detection: no_resilience.then_some(friendly::Toggle::Switch(false)),
+                limits: unlimited,
                 ..Default::default()
             },
         )]

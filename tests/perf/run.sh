@@ -13,6 +13,8 @@
 #        NOISY_RETRIES (2: how many times)
 #        TELEMETRY (1: also measure weft-obs, weft with an access log and tracing on)
 #        TRACE_PERCENT (1)  OTLP_SINK_BIN (prebuilt tests/src/bin/otlp-sink; skips cargo)
+#        RESILIENCE (1: also measure weft-bare, weft with retries, outlier detection and
+#                    circuit breaking off, to price the default resilience layers)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -65,6 +67,7 @@ OTLP_PORT=$((PORT_BASE + 40))
 ALL_PORTS=("$UP_PORT" "$UP_H2_PORT" "$WEFT_PORT" "$WEFT_ADMIN_PORT" "$HAPROXY_PORT"
     "$HAPROXY_H2_PORT" "$NGINX_PORT" "$NGINX_H2_PORT")
 TELEMETRY="${TELEMETRY:-1}"
+RESILIENCE="${RESILIENCE:-1}"
 TRACE_PERCENT="${TRACE_PERCENT:-1}"
 [[ $TELEMETRY == 1 ]] && ALL_PORTS+=("$OTLP_PORT")
 
@@ -259,6 +262,19 @@ start_proxy() {
             "${PROXY_CPU[@]}" "$WEFT_BIN" --workers 1 proxy --listen "127.0.0.1:$WEFT_PORT" \
                 --to "127.0.0.1:$UP_PORT" --admin "127.0.0.1:$WEFT_ADMIN_PORT" \
                 >> "$OUT/raw/weft.log" 2>&1 &
+            PROXY_MAIN=$!
+            PIDS+=("$PROXY_MAIN")
+            wait_ready "http://127.0.0.1:$WEFT_ADMIN_PORT/ready"
+            wait_ready "http://127.0.0.1:$WEFT_PORT/"
+            wait_ready "http://127.0.0.1:$WEFT_PORT/" h2
+            PROXY_PID=$PROXY_MAIN
+            ;;
+        weft-bare)
+            # The same without the default resilience layers (retries, outlier
+            # detection, circuit-breaker limits): what they cost is weft vs weft-bare.
+            "${PROXY_CPU[@]}" "$WEFT_BIN" --workers 1 proxy --listen "127.0.0.1:$WEFT_PORT" \
+                --to "127.0.0.1:$UP_PORT" --admin "127.0.0.1:$WEFT_ADMIN_PORT" --no-resilience \
+                >> "$OUT/raw/weft-bare.log" 2>&1 &
             PROXY_MAIN=$!
             PIDS+=("$PROXY_MAIN")
             wait_ready "http://127.0.0.1:$WEFT_ADMIN_PORT/ready"
@@ -540,10 +556,12 @@ cat "$OUT/env.txt" >&2
 start_upstream
 UP_WORKER="$(nginx_worker "$UP_PID")"
 
-PROXIES=(weft haproxy nginx)
-[[ $TELEMETRY == 1 ]] && start_sink && PROXIES=(weft weft-obs haproxy nginx)
-declare -A H1_PORT=([weft]=$WEFT_PORT [weft-obs]=$WEFT_PORT [haproxy]=$HAPROXY_PORT [nginx]=$NGINX_PORT)
-declare -A H2_PORT=([weft]=$WEFT_PORT [weft-obs]=$WEFT_PORT [haproxy]=$HAPROXY_H2_PORT [nginx]=$NGINX_H2_PORT)
+PROXIES=(weft)
+[[ $RESILIENCE == 1 ]] && PROXIES+=(weft-bare)
+[[ $TELEMETRY == 1 ]] && start_sink && PROXIES+=(weft-obs)
+PROXIES+=(haproxy nginx)
+declare -A H1_PORT=([weft]=$WEFT_PORT [weft-bare]=$WEFT_PORT [weft-obs]=$WEFT_PORT [haproxy]=$HAPROXY_PORT [nginx]=$NGINX_PORT)
+declare -A H2_PORT=([weft]=$WEFT_PORT [weft-bare]=$WEFT_PORT [weft-obs]=$WEFT_PORT [haproxy]=$HAPROXY_H2_PORT [nginx]=$NGINX_H2_PORT)
 
 # Machines like this one drift by several percent within minutes, so each proxy is
 # measured ROUNDS times, the order rotating every round so that no proxy always runs
@@ -600,7 +618,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || a == "" || b == "-" |
 
 per_core() { awk -v r="$1" -v c="$2" 'BEGIN { if (c + 0 == 0) print "-"; else printf "%.0f", r / (c / 100) }'; }
 
-declare -A HA_RPS HA_P99 HA_CORE WEFT_RPS OBS_RPS
+declare -A HA_RPS HA_P99 HA_CORE WEFT_RPS OBS_RPS BARE_RPS
 for r in "${ROWS[@]}"; do
     IFS='|' read -r sc px rps p50 p99 idle peak cpu _ <<< "$r"
     if [[ $px == haproxy ]]; then
@@ -610,6 +628,7 @@ for r in "${ROWS[@]}"; do
     fi
     [[ $px == weft ]] && WEFT_RPS[$sc]=$rps
     [[ $px == weft-obs ]] && OBS_RPS[$sc]=$rps
+    [[ $px == weft-bare ]] && BARE_RPS[$sc]=$rps
 done
 
 TABLE="$OUT/table.md"
@@ -633,6 +652,12 @@ TABLE="$OUT/table.md"
         echo
         echo "\* other processes used more than $NOISE_MAX % CPU during this measurement, even after" \
             "$NOISY_RETRIES retries: treat it as noisy."
+    fi
+    if [[ $RESILIENCE == 1 ]]; then
+        echo
+        echo "weft-bare is weft without its default resilience layers (retries with a budget, outlier" \
+            "detection, circuit-breaker limits). Layers on / off, req/s:" \
+            "h1 $(ratio "${WEFT_RPS[h1]:-}" "${BARE_RPS[h1]:-}"), h2 $(ratio "${WEFT_RPS[h2]:-}" "${BARE_RPS[h2]:-}")."
     fi
     if [[ $TELEMETRY == 1 ]]; then
         echo

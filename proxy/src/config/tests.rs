@@ -1286,3 +1286,274 @@ listeners:
         "{found:#?}"
     );
 }
+
+const RESILIENT: &str = "\
+listeners:
+  - name: edge
+    address: 127.0.0.1:8080
+    idle_timeout: 10m
+    routes:
+      - name: a
+        match: { prefix: /a }
+        to: svc
+        timeout: 3s
+        retries:
+          max: 3
+          retry_on: [5xx, reset]
+          per_try_timeout: 200ms
+          backoff: 10ms
+          methods: [POST]
+          max_body: 1KiB
+        rate_limit: { requests: 100, per: 1s, burst: 150, key: { header: X-User } }
+        fault: { abort: { grpc_status: 14, percent: 12.5 }, delay: { duration: 1s } }
+      - name: plain
+        match: { prefix: / }
+        to: svc
+      - name: none
+        match: { prefix: /n }
+        to: svc
+        retries: false
+clusters:
+  svc:
+    endpoints: [127.0.0.1:1]
+    idle_timeout: 30s
+    limits: { max_requests: 10, max_pending: 5, retry_budget: { percent: 25, min_per_sec: 3 } }
+    outlier_detection: { consecutive_5xx: 3, base_ejection_time: 1s, success_rate: false }
+    health_check: { path: /healthz, interval: 2s, expected_statuses: [200, 204] }
+    panic_threshold: 30
+  quiet:
+    endpoints: [127.0.0.1:2]
+    outlier_detection: false
+";
+
+fn forward_of<'a>(
+    s: &'a Snapshot,
+    name: &str,
+) -> (
+    &'a crate::snapshot::Route,
+    &'a crate::snapshot::route::Forward,
+) {
+    let ListenerKind::Http(h) = &s.listeners[0].kind else {
+        panic!("http listener expected")
+    };
+    let route = h.virtual_hosts[0]
+        .routes
+        .iter()
+        .find(|r| &*r.name == name)
+        .unwrap_or_else(|| panic!("no route {name}"));
+    let Action::Forward(f) = &route.action else {
+        panic!("{name} forwards")
+    };
+    (route, f)
+}
+
+#[test]
+fn resilience_settings_reach_the_snapshot_through_envoy_fields() {
+    use std::time::Duration;
+
+    use crate::snapshot::policy::{self, Abort, DescriptorSource, RetryOn};
+    let s = load(RESILIENT).snapshot;
+    let ms = Duration::from_millis;
+    let (route, f) = forward_of(&s, "a");
+    let retry = f.retry.as_deref().expect("retries");
+    assert_eq!(retry.num_retries, 3);
+    assert_eq!(retry.retry_on, RetryOn::parse("5xx,reset").unwrap());
+    assert_eq!(retry.per_try_timeout, Some(ms(200)));
+    assert_eq!((retry.backoff_base, retry.backoff_max), (ms(10), ms(100)));
+    assert_eq!(retry.extra_methods, vec![http::Method::POST]);
+    assert_eq!(retry.max_replay_bytes, 1024);
+    assert!(retry.other_endpoint);
+    assert_eq!(f.timeout, Some(Duration::from_secs(3)));
+    let rl = route.rate_limit.as_ref().expect("rate limit");
+    assert_eq!(
+        rl.sources,
+        vec![DescriptorSource::Header {
+            header: http::HeaderName::from_static("x-user"),
+            key: "x-user".to_owned()
+        }]
+    );
+    let bucket = policy::TokenBucket {
+        max_tokens: 150,
+        tokens_per_fill: 100,
+        fill_interval: Duration::from_secs(1),
+    };
+    assert_eq!(rl.descriptors, vec![("x-user".to_owned(), None, bucket)]);
+    assert_eq!(rl.bucket, Some(bucket));
+    assert!(rl.enforced && rl.headers);
+    let fault = route.fault.as_ref().expect("fault");
+    assert_eq!(fault.abort, Some((Abort::Grpc(14), 12.5)));
+    assert_eq!(fault.delay, Some((Duration::from_secs(1), 100.0)));
+
+    // No `retries`: Istio's default. `retries: false`: none.
+    let (plain_route, plain) = forward_of(&s, "plain");
+    assert_eq!(
+        plain.retry.as_deref(),
+        Some(&policy::RetryPolicy::default())
+    );
+    assert!(plain_route.rate_limit.is_none() && plain_route.fault.is_none());
+    assert!(forward_of(&s, "none").1.retry.is_none());
+
+    let ListenerKind::Http(h) = &s.listeners[0].kind else {
+        unreachable!()
+    };
+    assert_eq!(h.idle_timeout, Some(Duration::from_secs(600)));
+
+    let svc = &s.clusters[0];
+    assert_eq!(svc.idle_timeout, Duration::from_secs(30));
+    assert_eq!(svc.limits.max_requests, 10);
+    assert_eq!(svc.limits.max_pending_requests, 5);
+    assert_eq!(svc.limits.max_connections, 1024);
+    assert_eq!(
+        svc.limits.budget,
+        policy::RetryBudget {
+            percent: 0.25,
+            min_per_sec: 3
+        }
+    );
+    let outlier = svc.outlier.as_ref().expect("outlier detection");
+    assert_eq!(outlier.consecutive_5xx, Some(3));
+    assert_eq!(outlier.consecutive_gateway_failure, Some(5));
+    assert_eq!(outlier.base_ejection_time, Duration::from_secs(1));
+    assert_eq!(outlier.success_rate, None);
+    let hc = svc.health_check.as_ref().expect("health check");
+    assert_eq!(hc.path, "/healthz");
+    assert_eq!(hc.host, "svc");
+    assert_eq!(hc.interval, Duration::from_secs(2));
+    assert_eq!(hc.expected_statuses, vec![(200, 201), (204, 205)]);
+    assert_eq!(svc.panic_threshold, 30);
+
+    // Defaults: outlier detection on, Envoy's limits, the default budget.
+    let quiet = &s.clusters[1];
+    assert!(quiet.outlier.is_none(), "outlier_detection: false");
+    assert_eq!(quiet.limits, policy::Limits::default());
+    assert_eq!(quiet.panic_threshold, 50);
+    let defaults = load(
+        "\
+listeners: [ { name: e, address: 127.0.0.1:8080, routes: [ { to: c } ] } ]
+clusters: { c: { endpoints: [127.0.0.1:1] } }
+",
+    )
+    .snapshot;
+    assert_eq!(
+        defaults.clusters[0].outlier,
+        Some(policy::OutlierDetection::default())
+    );
+}
+
+#[test]
+fn resilience_problems_are_located() {
+    let base = |route_extra: &str, cluster_extra: &str| {
+        format!(
+            "\
+listeners:
+  - name: edge
+    address: 127.0.0.1:8080
+    routes:
+      - match: {{ prefix: / }}
+        to: svc
+        {route_extra}
+      - match: {{ prefix: /r }}
+        respond: {{ status: 200 }}
+clusters:
+  svc:
+    endpoints: [127.0.0.1:1]
+    {cluster_extra}
+"
+        )
+    };
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "retries: { retry_on: [5xx, often] }",
+            "",
+            "listeners[0].routes[0].retries.retry_on",
+            "unknown retry condition \"often\"",
+        ),
+        (
+            // A YAML-level error: located by line (checked in yaml_error_table).
+            "retries: { retry_ob: [5xx] }",
+            "",
+            "",
+            "unknown field `retry_ob`, expected one of max, retry_on",
+        ),
+        (
+            "retries: { methods: [\"PO ST\"] }",
+            "",
+            "listeners[0].routes[0].retries.methods[0]",
+            "is not a method",
+        ),
+        (
+            "retries: { backoff: 100ms, max_backoff: 10ms }",
+            "",
+            "listeners[0].routes[0].retries.max_backoff",
+            "must not be less than `backoff`",
+        ),
+        (
+            "rate_limit: { requests: 10, per: 10ms }",
+            "",
+            "listeners[0].routes[0].rate_limit.per",
+            "at least 50ms",
+        ),
+        (
+            "rate_limit: { requests: 10, key: client-ip }",
+            "",
+            "listeners[0].routes[0].rate_limit.key",
+            "unknown key \"client-ip\"",
+        ),
+        (
+            "fault: { abort: { status: 503, grpc_status: 14 } }",
+            "",
+            "listeners[0].routes[0].fault.abort",
+            "one of them",
+        ),
+        (
+            "fault: { delay: { duration: 1s, percent: 120 } }",
+            "",
+            "listeners[0].routes[0].fault.delay.percent",
+            "from 0 to 100",
+        ),
+        (
+            "",
+            "outlier_detection: { max_ejection_percent: 101 }",
+            "clusters.svc.outlier_detection.max_ejection_percent",
+            "at most 100",
+        ),
+        (
+            "",
+            "health_check: { path: healthz }",
+            "clusters.svc.health_check.path",
+            "must start with /",
+        ),
+        (
+            "",
+            "limits: { retry_budget: { percent: 150 } }",
+            "clusters.svc.limits.retry_budget.percent",
+            "from 0 to 100",
+        ),
+        (
+            "",
+            "panic_threshold: 101",
+            "clusters.svc.panic_threshold",
+            "from 0 to 100",
+        ),
+    ];
+    for (route_extra, cluster_extra, place, words) in cases {
+        let found = problems(&base(route_extra, cluster_extra));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.place.contains(place) && p.message.contains(words)),
+            "{route_extra}{cluster_extra}: want {place}: {words}, got {found:#?}"
+        );
+    }
+    // Retries on a route that answers itself.
+    let text = base("", "").replace(
+        "respond: { status: 200 }",
+        "respond: { status: 200 }\n        retries: { max: 1 }",
+    );
+    let found = problems(&text);
+    assert!(
+        found.iter().any(|p| p.place.contains("routes[1].retries")
+            && p.message.contains("only to routes with `to`")),
+        "{found:#?}"
+    );
+}

@@ -550,8 +550,11 @@ async fn send(
         (counted(body, fwd), false)
     };
     let call = Call::new(Request::from_parts(parts, body), hash);
-    let endpoints =
-        CircuitBreakerLayer::new(&cluster.breaker).layer(Endpoints::new(cluster, started, log));
+    let breaker =
+        (!cluster.breaker.is_unlimited()).then(|| CircuitBreakerLayer::new(&cluster.breaker));
+    let endpoints = ServiceBuilder::new()
+        .option_layer(breaker)
+        .service(Endpoints::new(cluster, started, log));
     match &f.retry {
         Some(rules) if replayable => {
             let stack = ServiceBuilder::new()

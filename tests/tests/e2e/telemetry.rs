@@ -269,6 +269,66 @@ async fn spans_continue_the_callers_w3c_trace_and_name_the_client_span_upstream(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_has_a_client_span_per_attempt() -> anyhow::Result<()> {
+    let (collector, addr) = OtlpCollector::start().await?;
+    let up = upstream::http1("backend").await?;
+    // The first try gets a 503, which the default retry policy retries.
+    up.set(Behavior::fail_next(1, 503));
+    let proxy = traced_proxy(&up, 100, format!("http://{addr}")).await?;
+    within(LIMIT, "retried trace", async {
+        let incoming = format!("00-{W3C_TRACE}-{W3C_PARENT}-01");
+        let reply = Client::http1()
+            .get_with(
+                &proxy.url("edge", "/retried"),
+                &[("traceparent", incoming.as_str())],
+            )
+            .await?;
+        assert_eq!(reply.code(), 200, "the retry succeeded");
+        flush(&proxy).await?;
+        let spans = collector.wait_for_trace(W3C_TRACE, 3, WAIT).await?;
+        let server: Vec<&Span> = spans
+            .iter()
+            .filter(|s| otlp::kind(s) == SpanKind::Server)
+            .collect();
+        let mut clients: Vec<&Span> = spans
+            .iter()
+            .filter(|s| otlp::kind(s) == SpanKind::Client)
+            .collect();
+        let all: Vec<String> = spans.iter().map(otlp::describe).collect();
+        assert_eq!((server.len(), clients.len()), (1, 2), "{all:#?}");
+        clients.sort_by_key(|s| s.start_time_unix_nano);
+        let (first, second) = (clients[0], clients[1]);
+        for c in [first, second] {
+            assert_eq!(c.parent_span_id, server[0].span_id, "{all:#?}");
+        }
+        assert_ne!(first.span_id, second.span_id);
+        assert!(
+            first.end_time_unix_nano <= second.start_time_unix_nano,
+            "the attempts follow each other"
+        );
+        let message = |s: &Span| s.status.as_ref().map(|st| st.message.clone());
+        assert_eq!(message(first).as_deref(), Some("503"), "{first:#?}");
+        assert_eq!(
+            otlp::attr_int(second, "http.response.status_code"),
+            Some(200)
+        );
+        assert_eq!(otlp::attr_int(second, "http.request.resend_count"), Some(1));
+        // Each try told the upstream its own span as the parent.
+        let sent: Vec<String> = up
+            .requests()
+            .iter()
+            .map(|r| traceparent(r.header("traceparent")).map(|t| t.parent_id))
+            .collect::<anyhow::Result<_>>()?;
+        assert_eq!(
+            sent,
+            vec![otlp::hex(&first.span_id), otlp::hex(&second.span_id)]
+        );
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_without_context_starts_a_new_trace() -> anyhow::Result<()> {
     let (collector, addr) = OtlpCollector::start().await?;
     let up = upstream::http1("backend").await?;

@@ -247,7 +247,6 @@ impl Compiler {
                 fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(
                     proto_duration(d.duration),
                 )),
-                ..Default::default()
             });
             let abort = f.abort.as_ref().and_then(|a| {
                 let ap = p.key("abort");

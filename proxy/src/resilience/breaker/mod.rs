@@ -87,6 +87,15 @@ impl Breaker {
         &self.limits
     }
 
+    /// Whether no request limit could ever be reached (every limit at its maximum): the
+    /// layer is then left out of the stack.
+    pub fn is_unlimited(&self) -> bool {
+        self.limits.max_requests == u32::MAX
+            && self.limits.max_pending_requests == u32::MAX
+            && self.limits.max_connections == u32::MAX
+            && self.limits.max_retries == u32::MAX
+    }
+
     /// How many of `kind` are in use now.
     pub fn in_use(&self, kind: Kind) -> u32 {
         self.in_use[kind as usize].load(Ordering::Relaxed)

@@ -99,6 +99,11 @@ impl tower::retry::Policy<Call, Response<Body>, ProxyError> for Attempts<'_> {
         }
         self.made += 1;
         self.state.retries.increment(1);
+        // The attempt being retried ends here; its span says with what (failures that
+        // are errors were noted by the endpoint already).
+        if let policy::Outcome::Status { status, grpc } = outcome {
+            self.log.failed(policy::describe(status, grpc));
+        }
         if self.rules.other_endpoint
             && let Some(last) = self.log.last()
         {

@@ -91,6 +91,23 @@ pub fn retriable(policy: &RetryPolicy, method: &Method, outcome: Outcome) -> boo
     }
 }
 
+/// A short, static description of a response that was retried, for its attempt's span.
+pub fn describe(status: u16, grpc: Option<u16>) -> &'static str {
+    match (status, grpc) {
+        (_, Some(1)) => "grpc-status 1 (cancelled)",
+        (_, Some(4)) => "grpc-status 4 (deadline exceeded)",
+        (_, Some(8)) => "grpc-status 8 (resource exhausted)",
+        (_, Some(14)) => "grpc-status 14 (unavailable)",
+        (500, _) => "500",
+        (502, _) => "502",
+        (503, _) => "503",
+        (504, _) => "504",
+        (409, _) => "409",
+        (s, _) if s >= 500 => "5xx",
+        _ => "retried",
+    }
+}
+
 /// The wait before retry number `retry` (1 for the first): uniformly random below
 /// `base x 2^(retry-1)`, capped by `max` (Envoy's fully jittered exponential backoff).
 /// `unit` is a random number in `[0, 1)`.

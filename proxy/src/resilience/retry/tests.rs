@@ -12,6 +12,16 @@ use super::*;
 use crate::resilience::breaker::OverflowCounters;
 use crate::snapshot::policy::{Limits, RetryBudget};
 
+/// (policy, method, body, upstream script, final outcome, attempts)
+type Case<'a> = (
+    &'a RetryPolicy,
+    Method,
+    Body,
+    Vec<Result<u16, &'static str>>,
+    &'static str,
+    usize,
+);
+
 struct Fixture {
     state: RetryState,
     breaker: Arc<Breaker>,
@@ -107,14 +117,7 @@ async fn retries_follow_the_policy_method_body_and_attempts() {
     let small = || Body::full("small body");
     let streamed = Body::Incoming(streamed_incoming().await);
     // (policy, method, body, script, final outcome, attempts)
-    let cases: Vec<(
-        &RetryPolicy,
-        Method,
-        Body,
-        Vec<Result<u16, &str>>,
-        &str,
-        usize,
-    )> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (&istio, Method::GET, Body::Empty, vec![Ok(503)], "200", 2),
         (
             &istio,

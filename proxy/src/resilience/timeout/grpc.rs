@@ -83,12 +83,13 @@ mod tests {
             max: None,
             offset: ms(50),
         };
-        let cases: &[(
+        type Case<'a> = (
             Option<Duration>,
-            Option<&str>,
-            &GrpcTimeout,
+            Option<&'a str>,
+            &'a GrpcTimeout,
             Option<Duration>,
-        )] = &[
+        );
+        let cases: &[Case<'_>] = &[
             (Some(ms(1000)), None, &none, Some(ms(1000))),
             (Some(ms(1000)), Some("200m"), &none, Some(ms(200))),
             (Some(ms(100)), Some("5S"), &none, Some(ms(100))),

@@ -439,8 +439,8 @@ pub struct Forward {
     pub upgrades: Vec<String>,
     /// CONNECT is terminated here and tunnelled to the cluster as raw TCP.
     pub connect_terminate: bool,
-    /// Retries (`None`: one try only).
-    pub retry: Option<super::policy::RetryPolicy>,
+    /// Retries (`None`: one try only). Boxed: most of a route's size otherwise.
+    pub retry: Option<Box<super::policy::RetryPolicy>>,
     /// How a caller's `grpc-timeout` is honoured.
     pub grpc_timeout: super::policy::GrpcTimeout,
 }

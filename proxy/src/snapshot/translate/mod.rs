@@ -707,7 +707,8 @@ impl Translator {
                 };
                 f.retry = policy
                     .and_then(|p| self.retry_policy(&p, buffer, &pplace))
-                    .filter(|p| p.num_retries > 0 && !p.retry_on.is_empty());
+                    .filter(|p| p.num_retries > 0 && !p.retry_on.is_empty())
+                    .map(Box::new);
                 f.grpc_timeout = self.grpc_timeout(a.max_stream_duration.as_ref(), &aplace);
                 Action::Forward(f)
             }

@@ -309,7 +309,7 @@ fn reverse_proxy_config(
     no_resilience: bool,
 ) -> anyhow::Result<Loaded> {
     let off = |b: bool| no_resilience.then_some(friendly::Toggle::<friendly::Retries>::Switch(b));
-    let unlimited = no_resilience.then(|| friendly::Limits {
+    let unlimited = no_resilience.then_some(friendly::Limits {
         max_connections: Some(u32::MAX),
         max_pending: Some(u32::MAX),
         max_requests: Some(u32::MAX),

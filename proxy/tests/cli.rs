@@ -754,6 +754,49 @@ fn proxy_on_a_chosen_port_reports_upstream_failure() {
 }
 
 #[test]
+fn proxy_runs_with_the_default_retries_and_without_them_on_request() {
+    let live = upstream("live");
+    // Nothing listens on a port just released.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let to = format!("{live},{dead}");
+    // (extra flags, requests expected to fail): round robin sends every other request
+    // to the dead endpoint; the default policy retries a refused connection elsewhere.
+    let cases: &[(&[&str], bool)] = &[(&[], false), (&["--no-resilience"], true)];
+    for (extra, some_fail) in cases {
+        let mut args = vec![
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            &to,
+            "--lb",
+            "round-robin",
+            "--admin",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let mut proxy = Running::start(&args);
+        let listen = proxy.wait_for(true, |l| addr_after(l, "weft: listener proxy on"));
+        let statuses: Vec<u16> = (0..6)
+            .map(|i| request(listen, "GET", &format!("/r/{i}"), &[], b"").status)
+            .collect();
+        let failed = statuses.iter().filter(|s| **s != 200).count();
+        if *some_fail {
+            assert!(failed > 0, "{extra:?}: {statuses:?}");
+            assert!(
+                statuses.iter().all(|s| *s == 200 || *s == 503),
+                "{statuses:?}"
+            );
+        } else {
+            assert_eq!(failed, 0, "default retries: {statuses:?}");
+        }
+    }
+}
+
+#[test]
 fn proxy_rejects_bad_arguments() {
     let cases: &[&[&str]] = &[
         &[

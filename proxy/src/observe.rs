@@ -393,6 +393,8 @@ pub struct Exchange {
     pub request_bytes: Option<Arc<AtomicU64>>,
     /// Log and trace facts, when wanted.
     pub detail: Option<Box<Detail>>,
+    /// The request's place in its connection's count of requests in flight.
+    pub in_flight: Option<crate::http::handler::InFlight>,
 }
 
 impl Exchange {

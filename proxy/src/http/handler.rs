@@ -66,19 +66,25 @@ pub struct ConnCtx {
     pub in_flight: std::sync::atomic::AtomicU32,
 }
 
-/// A request counted in its connection's [`ConnCtx::in_flight`].
-struct InFlight<'a>(&'a std::sync::atomic::AtomicU32);
+/// A request counted in its connection's [`ConnCtx::in_flight`] until its response
+/// body ends (it rides in the response's [`Exchange`]), so that a quiet stream is not
+/// taken for an idle connection.
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnCtx>);
 
-impl<'a> InFlight<'a> {
-    fn new(n: &'a std::sync::atomic::AtomicU32) -> Self {
-        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self(n)
+impl InFlight {
+    fn new(ctx: &Arc<ConnCtx>) -> Self {
+        ctx.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(ctx.clone())
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -88,7 +94,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let _in_flight = InFlight::new(&ctx.in_flight);
+    let in_flight = InFlight::new(&ctx);
     let state = ctx.store.load();
     let protocol = if is_grpc(&req) { "grpc" } else { "http" };
     let Some((li, listener)) = state
@@ -128,6 +134,7 @@ pub async fn handle(
                 grpc_status: None,
                 request_bytes: None,
                 detail,
+                in_flight: Some(in_flight),
             };
             return Ok(observed(local_reply(err, protocol), exchange));
         }
@@ -156,6 +163,7 @@ pub async fn handle(
             grpc_status: None,
             request_bytes: None,
             detail,
+            in_flight: Some(in_flight),
         };
         return Ok(observed(local_reply(err, protocol), exchange));
     };
@@ -258,6 +266,7 @@ pub async fn handle(
         },
         request_bytes,
         detail,
+        in_flight: Some(in_flight),
     };
     Ok(observed(resp, exchange))
 }
@@ -473,7 +482,7 @@ async fn forward(
     };
     let log = AttemptLog::new(trace);
     cluster.retry.budget.deposit();
-    let result = send(cluster, f, parts, body, hash, started, total, &log, fwd).await;
+    let result = send(cluster, f, parts, body, hash, total, &log, fwd).await;
     let (attempts, last, denied) = log.summary();
     if let Some(d) = fwd.detail.as_deref_mut() {
         d.upstream = last;
@@ -523,18 +532,18 @@ async fn send(
     parts: http::request::Parts,
     body: Incoming,
     hash: Option<u64>,
-    started: Instant,
     total: Option<Duration>,
     log: &AttemptLog,
     fwd: &mut Forwarding<'_>,
 ) -> Result<Response<Body>, ProxyError> {
+    // One deadline for everything: holding the body, every try and every backoff.
+    let deadline = total.map(|t| Instant::now() + t);
     let (body, replayable) = if body.is_end_stream() {
         (Body::Empty, true)
     } else if let Some(rules) = &f.retry {
         let held = replay::hold(body, rules.max_replay_bytes);
-        // Reading the body counts against the request's time.
-        let (body, len) = match total {
-            Some(t) => tokio::time::timeout(t, held)
+        let (body, len) = match deadline {
+            Some(d) => tokio::time::timeout_at(d, held)
                 .await
                 .map_err(|_| ProxyError::Timeout)??,
             None => held.await?,
@@ -549,28 +558,36 @@ async fn send(
     } else {
         (counted(body, fwd), false)
     };
+    let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let per_try = f.retry.as_ref().and_then(|r| r.per_try_timeout);
     let call = Call::new(Request::from_parts(parts, body), hash);
     let breaker =
         (!cluster.breaker.is_unlimited()).then(|| CircuitBreakerLayer::new(&cluster.breaker));
     let endpoints = ServiceBuilder::new()
         .option_layer(breaker)
-        .service(Endpoints::new(cluster, started, log));
+        .service(Endpoints::new(cluster, log));
     match &f.retry {
         Some(rules) if replayable => {
             let stack = ServiceBuilder::new()
-                .layer(TimeoutLayer::new(total, log))
+                .layer(TimeoutLayer::new(remaining, log))
                 .layer(RetryLayer::new(
                     rules,
                     &cluster.retry,
                     &cluster.breaker,
                     log,
                 ))
-                .layer(TimeoutLayer::new(rules.per_try_timeout, log))
+                .layer(TimeoutLayer::new(per_try, log))
                 .service(endpoints);
             stack.oneshot(call).await
         }
+        // One try: a body that was not held cannot be sent again, but the per-try
+        // timeout still bounds its one try.
         _ => {
-            TimeoutLayer::new(total, log)
+            let limit = match (remaining, per_try) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            TimeoutLayer::new(limit, log)
                 .layer(endpoints)
                 .oneshot(call)
                 .await

@@ -47,7 +47,7 @@ impl RetryOn {
             match name {
                 "5xx" => r.server_error = true,
                 "gateway-error" => r.gateway_error = true,
-                "reset" | "reset-before-request" => r.reset = true,
+                "reset" => r.reset = true,
                 "connect-failure" => r.connect_failure = true,
                 "refused-stream" => r.refused_stream = true,
                 "retriable-4xx" => r.retriable_4xx = true,
@@ -173,7 +173,9 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Envoy's defaults (1024 each), retries governed by the budget.
+    /// Envoy's defaults for connections, pending and active requests (1024 each);
+    /// retries in flight 1024 too, the budget being what governs them (Envoy's own
+    /// default is 3 without a budget, which Envoy-format clusters get).
     fn default() -> Self {
         Self {
             max_connections: 1024,

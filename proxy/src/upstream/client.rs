@@ -107,6 +107,18 @@ impl HttpClient {
         }
     }
 
+    /// Closes the oldest idle connection, if there is one (to give its connection
+    /// permit to a request that needs a new connection elsewhere).
+    pub fn close_one_idle(&self) -> bool {
+        let oldest = self
+            .shared
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front();
+        oldest.is_some()
+    }
+
     /// How long pooled connections may idle.
     pub fn idle_timeout(&self) -> Duration {
         self.shared.idle_timeout
@@ -396,5 +408,94 @@ mod tests {
         let idle = shared.idle.lock().unwrap();
         assert_eq!(idle.len(), 1, "the stale connection was closed");
         assert!(idle[0].conn.is_usable());
+    }
+
+    /// An upstream answering each connection's requests with `replies` in turn (raw
+    /// bytes), then closing it.
+    async fn scripted(replies: &'static [&'static [u8]]) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    for reply in replies {
+                        if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let _ = s.write_all(reply).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn connection_permits_are_given_back_however_a_connection_ends() {
+        use http_body_util::BodyExt;
+
+        use crate::resilience::breaker::{Breaker, Kind, OverflowCounters};
+        use crate::snapshot::policy::Limits;
+
+        const KEEP: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        const CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
+        const CUT: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok";
+        // (what the upstream answers, connections still counted after the exchange)
+        let cases: &[(&'static [&'static [u8]], u32)] = &[
+            (&[KEEP], 1),  // pooled: still open, still counted
+            (&[CLOSE], 0), // closed after the response
+            (&[CUT], 0),   // the body broke off
+        ];
+        for (replies, open_after) in cases {
+            let reg = Registry::new();
+            let c = |n: &'static str| reg.counter(n, &[]);
+            let breaker = Arc::new(Breaker::new(
+                Limits::default(),
+                OverflowCounters {
+                    requests: c("a"),
+                    pending: c("b"),
+                    connections: c("c"),
+                    retries: c("d"),
+                },
+            ));
+            let client = HttpClient::new(
+                scripted(replies).await,
+                UpstreamProtocol::Http1,
+                Duration::from_secs(1),
+                POOL_IDLE_TIMEOUT,
+                ConnectCounters {
+                    opened: c("o"),
+                    failed: c("f"),
+                    retried: c("r"),
+                },
+            );
+            let req = Request::builder()
+                .uri("/")
+                .header("host", "x")
+                .body(Body::Empty)
+                .unwrap();
+            let resp = client.send(req, &breaker).await.unwrap();
+            assert_eq!(breaker.in_use(Kind::Connection), 1, "{replies:?}: open");
+            assert_eq!(breaker.in_use(Kind::Pending), 0, "{replies:?}: connected");
+            let _ = resp.into_body().collect().await;
+            // The connection goes back to the pool or closes as the body ends.
+            tokio::task::yield_now().await;
+            assert_eq!(
+                breaker.in_use(Kind::Connection),
+                *open_after,
+                "{replies:?}: after the body"
+            );
+            assert!(!client.close_one_idle() || *open_after == 1);
+            assert_eq!(
+                breaker.in_use(Kind::Connection),
+                0,
+                "{replies:?}: all closed"
+            );
+        }
     }
 }

@@ -217,7 +217,11 @@ impl Cluster {
             health_stats: HealthStats::new(config, registry),
             resolved: Mutex::new(prev.map(|p| p.resolved_snapshot()).unwrap_or_default()),
             tasks: Mutex::new(Vec::new()),
-            breaker: service::breaker(config, registry),
+            // Unchanged limits keep their counts: pooled connections and responses in
+            // flight still hold permits of this breaker.
+            breaker: prev
+                .filter(|p| p.config.limits == config.limits)
+                .map_or_else(|| service::breaker(config, registry), |p| p.breaker.clone()),
             retry: service::retry_state(config, registry),
         });
         let reuse = prev.map(|p| p.endpoints());
@@ -803,7 +807,10 @@ mod tests {
     /// Ports picked in 300 tries (with a random hash key each).
     fn picks(c: &Cluster, avoid: &[SocketAddr]) -> Vec<u16> {
         let mut ports: Vec<u16> = (0..300)
-            .map(|_| c.pick(Some(fastrand::u64(..)), avoid).unwrap().addr.port())
+            .filter_map(|_| {
+                c.pick(Some(fastrand::u64(..)), avoid)
+                    .map(|e| e.addr.port())
+            })
             .collect();
         ports.sort_unstable();
         ports.dedup();
@@ -887,7 +894,8 @@ mod tests {
             (60, &[1001], &[1001, 1002]),
             (0, &[1001], &[1002]),
             (50, &[1001, 1002], &[1001, 1002]),
-            (0, &[1001, 1002], &[1001, 1002]),
+            // Panic mode off: nothing to pick, the request fails fast.
+            (0, &[1001, 1002], &[]),
         ];
         for (threshold, failed, want) in cases {
             let reg = Registry::new();
@@ -904,7 +912,7 @@ mod tests {
                 *want,
                 "{threshold}% with {failed:?} ejected"
             );
-            let panicked = want.len() == 2;
+            let panicked = want.len() == 2 && *threshold > 0;
             assert_eq!(
                 reg.render()
                     .contains(r#"weft_lb_panic_total{cluster="c"} 300"#),

@@ -454,6 +454,10 @@ pub enum Eligibility {
 pub fn eligibility(available: usize, total: usize, panic_threshold: u32) -> Eligibility {
     if available >= total {
         Eligibility::All
+    } else if panic_threshold == 0 {
+        // Envoy: a threshold of 0 turns panic mode off; with none available, requests
+        // fail fast (no healthy upstream).
+        Eligibility::Available
     } else if available == 0
         || (available as u64) * 100 < u64::from(panic_threshold.min(100)) * total as u64
     {

@@ -20,7 +20,7 @@ use weft_telemetry::{Registry, names};
 use super::outlier::Outcome;
 use super::{Cluster, Endpoint, FAILURE_PENALTY};
 use crate::http::{Body, ProxyError};
-use crate::resilience::breaker::{Breaker, OverflowCounters};
+use crate::resilience::breaker::{Breaker, Kind, OverflowCounters};
 use crate::resilience::retry::{RetryState, budget::Budget};
 use crate::resilience::{AttemptLog, Call};
 use crate::snapshot;
@@ -29,18 +29,13 @@ use crate::snapshot;
 #[derive(Clone, Copy, Debug)]
 pub struct Endpoints<'a> {
     cluster: &'a Cluster,
-    started: Instant,
     log: &'a AttemptLog,
 }
 
 impl<'a> Endpoints<'a> {
-    /// Attempts on `cluster` for a request that arrived at `started`, noted in `log`.
-    pub fn new(cluster: &'a Cluster, started: Instant, log: &'a AttemptLog) -> Self {
-        Self {
-            cluster,
-            started,
-            log,
-        }
+    /// Attempts on `cluster`, noted in `log`.
+    pub fn new(cluster: &'a Cluster, log: &'a AttemptLog) -> Self {
+        Self { cluster, log }
     }
 }
 
@@ -59,7 +54,7 @@ impl<'a> Service<Call> for Endpoints<'a> {
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        Box::pin(self.cluster.attempt(call, self.started, self.log))
+        Box::pin(self.cluster.attempt(call, self.log))
     }
 }
 
@@ -68,19 +63,22 @@ impl Cluster {
     pub async fn attempt(
         &self,
         mut call: Call,
-        started: Instant,
         log: &AttemptLog,
     ) -> Result<Response<Body>, ProxyError> {
         let endpoint = self
             .pick(call.hash, &call.tried)
             .ok_or(ProxyError::NoHealthyUpstream)?;
         log.started(endpoint.addr, call.req.headers_mut());
+        // The endpoint is charged for its own attempt only, not for earlier tries,
+        // backoff, a held body or an injected delay.
+        let attempt_start = Instant::now();
         let mut charge = Charge {
             cluster: self,
             endpoint: &endpoint,
             log,
             settled: false,
         };
+        self.make_room(&endpoint);
         let in_flight = endpoint.load.start();
         let result = endpoint.client.send(call.req, &self.breaker).await;
         charge.settled = true;
@@ -100,7 +98,7 @@ impl Cluster {
         };
         let rtt = match outcome {
             Some(Outcome::LocalFailure) => FAILURE_PENALTY,
-            _ => now.saturating_duration_since(started),
+            _ => now.saturating_duration_since(attempt_start),
         };
         endpoint.load.observe(rtt, now);
         drop(in_flight);
@@ -113,6 +111,24 @@ impl Cluster {
         // The retry permit (if this is a retry) is released with the attempt.
         drop(call.retry_permit.take());
         result
+    }
+}
+
+impl Cluster {
+    /// At the connection limit, an endpoint without an idle connection would overflow
+    /// while other endpoints (often ejected or unhealthy ones) sit on idle connections
+    /// holding permits: close one of those first.
+    fn make_room(&self, endpoint: &Endpoint) {
+        let limit = self.breaker.limits().max_connections;
+        if self.breaker.in_use(Kind::Connection) < limit || endpoint.client.idle_connections() > 0 {
+            return;
+        }
+        let set = self.endpoints();
+        let _ = set
+            .endpoints
+            .iter()
+            .filter(|(e, _)| e.addr != endpoint.addr)
+            .any(|(e, _)| e.client.close_one_idle());
     }
 }
 

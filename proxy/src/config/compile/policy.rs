@@ -35,6 +35,9 @@ use super::super::resources::pack;
 use super::{Compiler, checks, names, proto_duration};
 use crate::snapshot::policy::{self, RetryOn};
 
+/// Largest `retries.max_body`: what one request may hold in memory for replay.
+const MAX_MAX_BODY: u64 = 16 << 20;
+
 impl Compiler {
     /// A route's retry policy: Istio's default unless `retries` says otherwise; `None`
     /// when retries are off.
@@ -88,6 +91,12 @@ impl Compiler {
                 ),
                 ..Default::default()
             });
+        }
+        if given.max_body.is_some_and(|b| b > MAX_MAX_BODY) {
+            self.problem(
+                path.key("max_body"),
+                format!("at most {MAX_MAX_BODY} bytes (16MiB) are held for a retry"),
+            );
         }
         let base = given.backoff.unwrap_or(policy::DEFAULT_BACKOFF_BASE);
         if base.is_zero() {
@@ -225,6 +234,10 @@ impl Compiler {
                 filter_enforced: all(rl.enforce.unwrap_or(true)),
                 descriptors,
                 enable_x_ratelimit_headers: 1, // DRAFT_VERSION_03
+                // One bucket per request: the descriptor's, else the route's.
+                always_consume_default_token_bucket: Some(
+                    envoy_types::pb::google::protobuf::BoolValue { value: false },
+                ),
                 ..Default::default()
             };
             per_filter.insert(names::LOCAL_RATELIMIT.to_owned(), pack(&config));

@@ -10,6 +10,7 @@
 //! most ten seconds' worth of the steady allowance (at least 100), so credit saved in quiet times
 //! cannot become a burst.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use tokio::time::Instant;
@@ -22,12 +23,19 @@ const MIN_CAP: f64 = 100.0;
 /// Credit kept at most, in seconds of the steady allowance.
 const SAVED_SECONDS: f64 = 10.0;
 
+/// Deposits are counted in thousandths of a retry.
+const MILLI: f64 = 1000.0;
+
 /// A cluster's retry budget.
 #[derive(Debug)]
 pub struct Budget {
-    percent: f64,
+    /// Thousandths of a retry each request earns.
+    deposit_milli: u64,
     per_sec: f64,
     cap: f64,
+    /// Deposits not yet moved into the account: every request adds to it without a
+    /// lock or a clock read; a withdrawal (rare: a failure) settles it.
+    pending_milli: AtomicU64,
     account: Mutex<Account>,
 }
 
@@ -42,8 +50,9 @@ impl Budget {
     pub fn new(config: &RetryBudget) -> Self {
         let per_sec = f64::from(config.min_per_sec);
         Self {
-            percent: config.percent.clamp(0.0, 1.0),
+            deposit_milli: (config.percent.clamp(0.0, 1.0) * MILLI).round() as u64,
             per_sec,
+            pending_milli: AtomicU64::new(0),
             cap: (per_sec * SAVED_SECONDS).max(MIN_CAP),
             account: Mutex::new(Account {
                 tokens: per_sec,
@@ -54,9 +63,9 @@ impl Budget {
 
     /// A request arrived: it earns its share of a retry.
     pub fn deposit(&self) {
-        if self.percent > 0.0 {
-            let mut a = self.lock_refilled();
-            a.tokens = (a.tokens + self.percent).min(self.cap.max(a.tokens));
+        if self.deposit_milli > 0 {
+            self.pending_milli
+                .fetch_add(self.deposit_milli, Ordering::Relaxed);
         }
     }
 
@@ -75,12 +84,11 @@ impl Budget {
         let now = Instant::now();
         let mut a = self.account.lock().unwrap_or_else(PoisonError::into_inner);
         let elapsed = now.saturating_duration_since(a.at).as_secs_f64();
-        if elapsed > 0.0 {
-            // Time refills up to the cap; deposits beyond it are not taken back.
-            let refilled = (a.tokens + elapsed * self.per_sec).min(self.cap);
-            a.tokens = refilled.max(a.tokens);
-            a.at = now;
-        }
+        let deposited = self.pending_milli.swap(0, Ordering::Relaxed) as f64 / MILLI;
+        // Deposits and time both fill the account up to the cap (all that is added is
+        // positive, so settling late caps exactly as settling per request would).
+        a.tokens = (a.tokens + deposited + elapsed * self.per_sec).min(self.cap.max(a.tokens));
+        a.at = now;
         a
     }
 }

@@ -75,7 +75,8 @@ pub fn retriable(policy: &RetryPolicy, method: &Method, outcome: Outcome) -> boo
         Outcome::Final => false,
         _ if !policy.method_retriable(method) => false,
         Outcome::Reset => on.reset || any_failure,
-        Outcome::Timeout => any_failure,
+        // Envoy's `reset` covers "disconnect/reset/read timeout".
+        Outcome::Timeout => on.reset || any_failure,
         Outcome::Status { status, grpc } => {
             (on.server_error && status >= 500)
                 || (on.gateway_error && matches!(status, 502..=504))
@@ -186,7 +187,7 @@ mod tests {
             ("gateway-error", status(500), false),
             ("gateway-error", Outcome::Timeout, true),
             ("reset", Outcome::Reset, true),
-            ("reset", Outcome::Timeout, false),
+            ("reset", Outcome::Timeout, true),
             ("reset", status(503), false),
             ("connect-failure", Outcome::ConnectFailure, true),
             ("connect-failure", Outcome::Reset, false),

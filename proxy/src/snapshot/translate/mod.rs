@@ -526,7 +526,17 @@ impl Translator {
                 || type_is("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit")
             {
                 self.filter_defaults.ratelimit_filter = true;
-                self.filter_defaults.ratelimit = typed.and_then(|a| self.unpack(a, &fplace));
+                // A bucket on the filter itself would be one bucket for the whole
+                // listener; Weft's buckets are per route, so it must be set there.
+                let own = typed.and_then(|a| {
+                    self.unpack::<envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit>(a, &fplace)
+                });
+                if own.is_some_and(|r| r.token_bucket.is_some() || !r.descriptors.is_empty()) {
+                    self.problem(
+                        format!("{fplace}.typed_config"),
+                        "a listener-wide bucket is not supported; set token_bucket per route (typed_per_filter_config)",
+                    );
+                }
             } else if f.name == names::FAULT
                 || type_is("envoy.extensions.filters.http.fault.v3.HTTPFault")
             {

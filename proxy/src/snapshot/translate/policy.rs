@@ -30,6 +30,12 @@ use super::super::policy::{
     RetryBudget, RetryOn, RetryPolicy, SuccessRate, TokenBucket,
 };
 use super::names as filters;
+
+/// Envoy's default `max_retries` (retries in flight) when no retry budget is set.
+const ENVOY_MAX_RETRIES: u32 = 3;
+
+/// Largest request body a retry policy may hold for replay.
+pub(super) const MAX_REPLAY_LIMIT: usize = 16 << 20;
 use super::{Translator, duration, parse_header_name};
 
 /// Listener-wide filter configs: what a route without its own per-filter config gets.
@@ -37,8 +43,6 @@ use super::{Translator, duration, parse_header_name};
 pub(super) struct FilterDefaults {
     /// The connection manager has a local rate-limit filter.
     pub ratelimit_filter: bool,
-    /// The filter's own config (applies to routes without a per-route one).
-    pub ratelimit: Option<LocalRateLimit>,
     /// The connection manager has a fault filter.
     pub fault_filter: bool,
     /// The filter's own config.
@@ -164,7 +168,17 @@ impl Translator {
             backoff_base,
             backoff_max,
             extra_methods,
-            max_replay_bytes: buffer_limit.unwrap_or(defaults.max_replay_bytes),
+            max_replay_bytes: match buffer_limit {
+                Some(n) if n > MAX_REPLAY_LIMIT => {
+                    self.problem(
+                        format!("{place} request_body_buffer_limit"),
+                        format!("at most {MAX_REPLAY_LIMIT} bytes are held for a retry"),
+                    );
+                    MAX_REPLAY_LIMIT
+                }
+                Some(n) => n,
+                None => defaults.max_replay_bytes,
+            },
             other_endpoint,
         })
     }
@@ -207,7 +221,7 @@ impl Translator {
         place: &str,
     ) -> (Option<RateLimit>, Option<Fault>) {
         let defaults = self.filter_defaults.clone();
-        let mut ratelimit = defaults.ratelimit.clone();
+        let mut ratelimit = None;
         let mut fault = defaults.fault.clone();
         for (key, any) in per_filter {
             let fplace = format!("{place}.typed_per_filter_config[{key:?}]");
@@ -263,6 +277,16 @@ impl Translator {
                 "local_rate_limit_per_downstream_connection",
             ),
             (!r.rate_limits.is_empty(), "rate_limits"),
+            (
+                r.rate_limited_as_resource_exhausted,
+                "rate_limited_as_resource_exhausted",
+            ),
+            (r.stage != 0, "stage"),
+            (r.vh_rate_limits != 0, "vh_rate_limits"),
+            (
+                r.max_dynamic_descriptors.is_some(),
+                "max_dynamic_descriptors",
+            ),
         ];
         for (set, field) in unsupported {
             if set {
@@ -345,6 +369,16 @@ impl Translator {
             let value = (!entry.value.is_empty()).then(|| entry.value.clone());
             descriptors.push((entry.key.clone(), value, b));
         }
+        // Envoy's default also spends the route bucket for a request a descriptor took;
+        // Weft takes one bucket per request, so that must be said explicitly.
+        if !descriptors.is_empty()
+            && r.always_consume_default_token_bucket.map(|b| b.value) != Some(false)
+        {
+            self.problem(
+                format!("{place}.always_consume_default_token_bucket"),
+                "must be false with descriptors (a request spends one bucket: its descriptor's, else the route's)",
+            );
+        }
         if bucket.is_none() && descriptors.is_empty() {
             self.problem(place, "a token_bucket or descriptors are required");
             return None;
@@ -359,6 +393,10 @@ impl Translator {
     }
 
     fn token_bucket(&mut self, b: &PbTokenBucket, place: &str) -> Option<TokenBucket> {
+        if b.tokens_per_fill.is_some_and(|t| t.value == 0) {
+            self.problem(format!("{place}.tokens_per_fill"), "must be at least 1");
+            return None;
+        }
         let fill_interval = b.fill_interval.as_ref().map(duration).unwrap_or_default();
         if fill_interval < Duration::from_millis(50) {
             self.problem(
@@ -373,7 +411,7 @@ impl Translator {
         }
         Some(TokenBucket {
             max_tokens: b.max_tokens,
-            tokens_per_fill: b.tokens_per_fill.map(|t| t.value).unwrap_or(1).max(1),
+            tokens_per_fill: b.tokens_per_fill.map(|t| t.value).unwrap_or(1),
             fill_interval,
         })
     }
@@ -483,6 +521,23 @@ impl Translator {
                 );
             }
             let d = OutlierDetection::default();
+            // Enforcement is all or nothing in Weft; a share in between is refused.
+            let partial = [
+                ("enforcing_consecutive_5xx", o.enforcing_consecutive_5xx),
+                (
+                    "enforcing_consecutive_gateway_failure",
+                    o.enforcing_consecutive_gateway_failure,
+                ),
+                ("enforcing_success_rate", o.enforcing_success_rate),
+            ];
+            for (field, v) in partial {
+                if v.is_some_and(|v| v.value != 0 && v.value != 100) {
+                    self.problem(format!("{oplace}.{field}"), "only 0 or 100 is supported");
+                }
+            }
+            if o.max_ejection_percent.is_some_and(|v| v.value > 100) {
+                self.problem(format!("{oplace}.max_ejection_percent"), "at most 100");
+            }
             let enforcing = |v: Option<u32>, default: u32| v.unwrap_or(default) > 0;
             let consecutive_5xx = o.consecutive_5xx.map(|v| v.value).unwrap_or(5);
             let gateway = o.consecutive_gateway_failure.map(|v| v.value).unwrap_or(5);
@@ -560,6 +615,7 @@ impl Translator {
             self.problem(format!("{place}.per_host_thresholds"), "not supported yet");
         }
         let mut limits = Limits::default();
+        let mut seen_default = false;
         for (i, t) in cb.thresholds.iter().enumerate() {
             // Weft has one priority; HIGH thresholds would never apply.
             if t.priority != RoutingPriority::Default as i32 {
@@ -568,6 +624,12 @@ impl Translator {
                     "only DEFAULT priority is supported",
                 );
                 continue;
+            }
+            if std::mem::replace(&mut seen_default, true) {
+                self.problem(
+                    format!("{place}.thresholds[{i}]"),
+                    "a second DEFAULT-priority threshold",
+                );
             }
             let d = Limits::default();
             limits = Limits {
@@ -580,7 +642,14 @@ impl Translator {
                     .map(|v| v.value)
                     .unwrap_or(d.max_pending_requests),
                 max_requests: t.max_requests.map(|v| v.value).unwrap_or(d.max_requests),
-                max_retries: t.max_retries.map(|v| v.value).unwrap_or(d.max_retries),
+                // Envoy: 3 retries in flight, unless a retry budget governs them.
+                max_retries: t.max_retries.map(|v| v.value).unwrap_or(
+                    if t.retry_budget.is_some() {
+                        u32::MAX
+                    } else {
+                        ENVOY_MAX_RETRIES
+                    },
+                ),
                 budget: self.budget(t.retry_budget.as_ref(), &format!("{place}.thresholds[{i}]")),
             };
         }
@@ -615,6 +684,43 @@ impl Translator {
             self.problem(place, "only http_health_check is supported");
             return None;
         };
+        let unsupported = [
+            (
+                h.send.is_some() || !h.receive.is_empty(),
+                "http_health_check.send/receive",
+            ),
+            (
+                !h.request_headers_to_add.is_empty() || !h.request_headers_to_remove.is_empty(),
+                "http_health_check.request_headers_to_add/remove",
+            ),
+            (
+                !h.retriable_statuses.is_empty(),
+                "http_health_check.retriable_statuses",
+            ),
+            (
+                h.codec_client_type != 0,
+                "http_health_check.codec_client_type (HTTP/1.1 only)",
+            ),
+            (h.method > 1, "http_health_check.method (GET only)"),
+            (
+                h.service_name_matcher.is_some(),
+                "http_health_check.service_name_matcher",
+            ),
+            (hc.alt_port.is_some(), "alt_port"),
+            (hc.no_traffic_interval.is_some(), "no_traffic_interval"),
+            (hc.unhealthy_interval.is_some(), "unhealthy_interval"),
+            (
+                hc.unhealthy_edge_interval.is_some(),
+                "unhealthy_edge_interval",
+            ),
+            (hc.healthy_edge_interval.is_some(), "healthy_edge_interval"),
+            (hc.tls_options.is_some(), "tls_options"),
+        ];
+        for (set, field) in unsupported {
+            if set {
+                self.problem(format!("{place}.{field}"), "not supported yet");
+            }
+        }
         let interval = hc.interval.as_ref().map(duration).unwrap_or_default();
         let timeout = hc.timeout.as_ref().map(duration).unwrap_or_default();
         if interval.is_zero() {

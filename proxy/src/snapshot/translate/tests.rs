@@ -1,10 +1,15 @@
 //! Tests for resource validation: Envoy v3 resources in, a snapshot or every problem with
 //! its place out.
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster as PbCluster, cluster};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers as PbBreakers, Cluster as PbCluster, OutlierDetection as PbOutlier, cluster,
+};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, DataSource, HeaderValue as PbHeaderValue, HeaderValueOption, Http2ProtocolOptions,
     SocketAddress, TypedExtensionConfig, address, socket_address,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    HealthCheck as PbHealthCheck, health_check as pb_hc,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -1128,6 +1133,47 @@ fn problem_table() {
             "the listener has no local_ratelimit HTTP filter",
         ),
         (
+            "partial outlier enforcement",
+            |r| {
+                r.clusters[0].outlier_detection = Some(PbOutlier {
+                    enforcing_consecutive_5xx: Some(UInt32Value { value: 50 }),
+                    ..Default::default()
+                })
+            },
+            r#"Cluster "cart".outlier_detection.enforcing_consecutive_5xx"#,
+            "only 0 or 100 is supported",
+        ),
+        (
+            "two default-priority thresholds",
+            |r| {
+                r.clusters[0].circuit_breakers = Some(PbBreakers {
+                    thresholds: vec![Default::default(), Default::default()],
+                    ..Default::default()
+                })
+            },
+            r#"Cluster "cart".circuit_breakers.thresholds[1]"#,
+            "a second DEFAULT-priority threshold",
+        ),
+        (
+            "health check with request headers",
+            |r| {
+                r.clusters[0].health_checks = vec![PbHealthCheck {
+                    interval: Some(proto_secs(1)),
+                    timeout: Some(proto_secs(1)),
+                    health_checker: Some(pb_hc::HealthChecker::HttpHealthCheck(
+                        pb_hc::HttpHealthCheck {
+                            path: "/healthz".to_owned(),
+                            request_headers_to_remove: vec!["x".to_owned()],
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }]
+            },
+            r#"Cluster "cart".health_checks[0].http_health_check.request_headers_to_add/remove"#,
+            "not supported yet",
+        ),
+        (
             "per-route config of an unknown filter",
             |r| {
                 first_route(r).typed_per_filter_config.insert(
@@ -1376,4 +1422,45 @@ fn parse_domain_names_the_rule() {
     assert_eq!(parse_domain("*.a.com"), Ok(Domain::Suffix(".a.com".into())));
     let e = parse_domain("a*b").unwrap_err();
     assert!(e.contains(r#""a*b""#) && e.contains("`*.suffix`"), "{e}");
+}
+
+fn proto_secs(n: i64) -> envoy_types::pb::google::protobuf::Duration {
+    envoy_types::pb::google::protobuf::Duration {
+        seconds: n,
+        nanos: 0,
+    }
+}
+
+#[test]
+fn envoy_cluster_limits_follow_envoy_defaults() {
+    use crate::snapshot::policy::Limits;
+    // (thresholds given, max_retries expected)
+    let cases: &[(Option<PbBreakers>, u32)] = &[
+        (None, Limits::default().max_retries),
+        (
+            Some(PbBreakers {
+                thresholds: vec![Default::default()],
+                ..Default::default()
+            }),
+            3,
+        ),
+        (
+            Some(PbBreakers {
+                thresholds: vec![
+                    envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds {
+                        retry_budget: Some(Default::default()),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            u32::MAX,
+        ),
+    ];
+    for (breakers, want) in cases {
+        let mut r = base();
+        r.clusters[0].circuit_breakers = breakers.clone();
+        let s = translate(&r).expect("valid");
+        assert_eq!(s.clusters[0].limits.max_retries, *want, "{breakers:?}");
+    }
 }

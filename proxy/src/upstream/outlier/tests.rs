@@ -309,7 +309,7 @@ fn eligibility_table() {
         (1, 2, 50, Available),
         (1, 3, 50, Panic),
         (0, 3, 50, Panic),
-        (0, 3, 0, Panic),
+        (0, 3, 0, Available),
         (1, 3, 0, Available),
         (9, 10, 100, Panic),
         (9, 10, 90, Available),

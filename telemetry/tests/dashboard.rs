@@ -39,6 +39,17 @@ const SERIES: &[&str] = &[
     names::PROCESS_CPU,
     names::PROCESS_OPEN_FDS,
     names::PROCESS_MAX_FDS,
+    names::RETRIES_TOTAL,
+    names::RETRY_BUDGET_EXHAUSTED_TOTAL,
+    names::UPSTREAM_OVERFLOW_TOTAL,
+    names::OUTLIER_EJECTIONS_TOTAL,
+    names::OUTLIER_EJECTIONS_OVERFLOW_TOTAL,
+    names::ENDPOINTS_EJECTED,
+    names::LB_PANIC_TOTAL,
+    names::HEALTH_CHECKS_TOTAL,
+    names::ENDPOINTS_UNHEALTHY,
+    names::RATELIMIT_TOTAL,
+    names::FAULT_INJECTED_TOTAL,
 ];
 
 /// Histograms Weft exports: Prometheus holds them as `<name>_bucket`, `_sum`, `_count`.
@@ -69,6 +80,10 @@ const LABELS: &[&str] = &[
     label::ROUTE,
     label::CLUSTER,
     label::OUTCOME,
+    label::REASON,
+    label::RESULT,
+    label::KIND,
+    label::LIMIT,
 ];
 
 /// Labels Prometheus adds itself (target labels, and `le` on histogram buckets).

@@ -1246,3 +1246,29 @@ async fn idle_client_connections_are_closed_busy_ones_are_not() -> anyhow::Resul
     })
     .await?
 }
+
+// A retried 503 that arrived whole is read to its end, so its keep-alive connection is
+// reused for the retry instead of closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_error_response_keeps_its_connection() -> anyhow::Result<()> {
+    let up = upstream::http1("one").await?;
+    let proxy = TestProxy::start(&pool_config(&[up.addr()], "", "")).await?;
+    within(LIMIT, "retry on the same connection", async {
+        let client = Client::http1();
+        for i in 0..5 {
+            up.set(Behavior::fail_next(1, 503));
+            let reply = client
+                .get(&proxy.url("edge", &format!("/again/{i}")))
+                .await?;
+            assert_eq!(reply.code(), 200, "retried: {:?}", reply.text());
+        }
+        assert_eq!(up.count(), 10, "each request tried twice");
+        assert_eq!(
+            up.connections(),
+            1,
+            "every try went over the one pooled connection"
+        );
+        anyhow::Ok(())
+    })
+    .await?
+}

@@ -104,6 +104,9 @@ impl tower::retry::Policy<Call, Response<Body>, ProxyError> for Attempts<'_> {
         if let policy::Outcome::Status { status, grpc } = outcome {
             self.log.failed(policy::describe(status, grpc));
         }
+        if let Ok(resp) = result {
+            drain_ready(resp.body_mut());
+        }
         if self.rules.other_endpoint
             && let Some(last) = self.log.last()
         {
@@ -127,6 +130,24 @@ impl tower::retry::Policy<Call, Response<Body>, ProxyError> for Attempts<'_> {
         req.try_clone()
     }
 }
+
+/// Reads what a discarded response body already has, without waiting: a short error
+/// body that arrived with its head is read to its end, so its HTTP/1.1 connection goes
+/// back to the pool instead of being closed. A body still on its way is dropped (and
+/// its connection closed), as it would be anyway.
+fn drain_ready(body: &mut Body) {
+    use futures_util::FutureExt;
+    use http_body_util::BodyExt;
+    for _ in 0..DRAIN_FRAMES {
+        match body.frame().now_or_never() {
+            Some(Some(Ok(_))) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Frames read at most from a discarded body.
+const DRAIN_FRAMES: usize = 8;
 
 #[cfg(test)]
 mod tests;

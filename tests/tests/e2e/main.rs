@@ -38,6 +38,27 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// The local-error responses carry this header naming the failure.
 const ERROR_HEADER: &str = "x-weft-error";
 
+/// A local answer: `status` with `x-weft-error: code`, made by the proxy, not by an
+/// upstream.
+fn assert_local(reply: &weft_tests::Reply, status: u16, code: &str, what: &str) {
+    assert_eq!(
+        reply.code(),
+        status,
+        "{what}: status (body {:?}, headers {:?})",
+        reply.text(),
+        reply.headers
+    );
+    assert_eq!(
+        reply.header(ERROR_HEADER),
+        Some(code),
+        "{what}: {ERROR_HEADER}"
+    );
+    assert!(
+        reply.upstream().is_none(),
+        "{what}: answered by the proxy, not an upstream"
+    );
+}
+
 /// Both client flavours, for tests that run over HTTP/1.1 and HTTP/2 alike.
 fn both_clients() -> [weft_tests::Client; 2] {
     [weft_tests::Client::http1(), weft_tests::Client::http2()]

@@ -29,7 +29,7 @@ use weft_tests::client::{self, empty, full};
 use weft_tests::pattern::PatternBody;
 use weft_tests::{Behavior, Client, Reply, TestProxy, Upstream, eventually, upstream, within};
 
-use crate::{ERROR_HEADER, LIMIT, both_clients};
+use crate::{ERROR_HEADER, LIMIT, assert_local, both_clients};
 
 /// The time limit of the tests that send thousands of requests (about 8,000 requests a
 /// second go through a debug build here, so this is far from what they need).
@@ -266,26 +266,6 @@ async fn admin_endpoint(
         .find(|e| e["address"] == addr.to_string().as_str())
         .cloned();
     endpoint.ok_or_else(|| anyhow::anyhow!("no endpoint {addr} of {cluster} in {json:#}"))
-}
-
-/// A local error answer: `status` with `x-weft-error: code`, not from an upstream.
-fn assert_local(reply: &Reply, status: u16, code: &str, what: &str) {
-    assert_eq!(
-        reply.code(),
-        status,
-        "{what}: status (body {:?}, headers {:?})",
-        reply.text(),
-        reply.headers
-    );
-    assert_eq!(
-        reply.header(ERROR_HEADER),
-        Some(code),
-        "{what}: {ERROR_HEADER}"
-    );
-    assert!(
-        reply.upstream().is_none(),
-        "{what}: answered by an upstream"
-    );
 }
 
 /// A gRPC request body: one empty, uncompressed message.

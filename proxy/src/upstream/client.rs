@@ -498,4 +498,60 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn a_new_connection_over_the_limit_is_an_overflow() {
+        use crate::resilience::breaker::{Breaker, Kind, OverflowCounters};
+        use crate::snapshot::policy::Limits;
+
+        const KEEP: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let reg = Registry::new();
+        let c = |n: &'static str| reg.counter(n, &[]);
+        let breaker = Arc::new(Breaker::new(
+            Limits {
+                max_connections: 1,
+                ..Limits::default()
+            },
+            OverflowCounters {
+                requests: c("a"),
+                pending: c("b"),
+                connections: c("c"),
+                retries: c("d"),
+            },
+        ));
+        let client = HttpClient::new(
+            scripted(&[KEEP, KEEP]).await,
+            UpstreamProtocol::Http1,
+            Duration::from_secs(1),
+            POOL_IDLE_TIMEOUT,
+            ConnectCounters {
+                opened: c("o"),
+                failed: c("f"),
+                retried: c("r"),
+            },
+        );
+        let req = || {
+            Request::builder()
+                .uri("/")
+                .header("host", "x")
+                .body(Body::Empty)
+                .unwrap()
+        };
+        // The first response's body is not read yet: its connection is busy, so the
+        // second request needs a new one, over the limit.
+        let busy = client.send(req(), &breaker).await.unwrap();
+        let over = client.send(req(), &breaker).await.unwrap_err();
+        assert_eq!(
+            over.to_string(),
+            "upstream overflow: max_connections limit reached"
+        );
+        assert_eq!(
+            breaker.in_use(Kind::Pending),
+            0,
+            "the pending permit is given back"
+        );
+        assert!(reg.render().contains("c 1"), "{}", reg.render());
+        drop(busy);
+        assert_eq!(breaker.in_use(Kind::Connection), 0);
+    }
 }

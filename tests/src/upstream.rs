@@ -77,6 +77,8 @@ pub struct Behavior {
     /// `(path, status)`: a request for exactly this path (the query aside) gets
     /// `status`, whatever else the behaviour says about statuses.
     pub path_status: Vec<(String, u16)>,
+    /// Send the response head at once and the body this much later (a quiet stream).
+    pub body_pause: Option<Duration>,
 }
 
 /// The countdown behind [`Behavior::fail_next`].
@@ -118,6 +120,14 @@ impl Behavior {
     pub fn delay(delay: Duration) -> Self {
         Self {
             delay: Some(delay),
+            ..Self::default()
+        }
+    }
+
+    /// Answer `200` at once, but send the body only after `pause`.
+    pub fn body_pause(pause: Duration) -> Self {
+        Self {
+            body_pause: Some(pause),
             ..Self::default()
         }
     }
@@ -456,9 +466,23 @@ async fn handle(
                 PatternBody::chunked(n).map_err(|e| match e {}).boxed()
             }
             Some(n) => PatternBody::new(n).map_err(|e| match e {}).boxed(),
-            None => http_body_util::Full::new(Bytes::from(format!("upstream {}\n", shared.name)))
-                .map_err(|e: Infallible| match e {})
-                .boxed(),
+            None => {
+                let text = Bytes::from(format!("upstream {}\n", shared.name));
+                match behavior.body_pause {
+                    Some(pause) => {
+                        let late = futures_util::stream::once(async move {
+                            tokio::time::sleep(pause).await;
+                            Ok::<_, Infallible>(hyper::body::Frame::data(text))
+                        });
+                        http_body_util::StreamBody::new(late)
+                            .map_err(|e: Infallible| match e {})
+                            .boxed()
+                    }
+                    None => http_body_util::Full::new(text)
+                        .map_err(|e: Infallible| match e {})
+                        .boxed(),
+                }
+            }
         };
         Response::new(body)
     };

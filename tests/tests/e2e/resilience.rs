@@ -1214,6 +1214,32 @@ async fn idle_client_connections_are_closed_busy_ones_are_not() -> anyhow::Resul
             head.starts_with("HTTP/1.1 200"),
             "slow request answered: {head:?}"
         );
+        // A response whose body pauses longer than the idle timeout is not cut: the
+        // request is in flight until its body ends.
+        up.set(Behavior::body_pause(Duration::from_millis(1200)));
+        conn.write_all(b"GET /quiet HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await?;
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("upstream slow") {
+            let n = conn.read(&mut buf).await?;
+            assert!(
+                n > 0,
+                "closed during a quiet body: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        // Still open for another request: nothing shut it down during the pause (a
+        // graceful shutdown would have closed it after that response).
+        up.set(Behavior::default());
+        conn.write_all(b"GET /again HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await?;
+        let n = conn.read(&mut buf).await?;
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "kept open after a quiet body: {head:?}"
+        );
         // Then nothing: the proxy closes the connection (EOF), well before LIMIT.
         let mut rest = Vec::new();
         let closed =

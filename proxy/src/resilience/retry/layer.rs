@@ -16,16 +16,17 @@ pub struct RetryLayer<'a> {
 }
 
 impl<'a> RetryLayer<'a> {
-    /// A layer for one request of a route with `rules`, on a cluster with `state` and
-    /// `breaker`.
+    /// A layer for one request (`grpc`: a gRPC one) of a route with `rules`, on a
+    /// cluster with `state` and `breaker`.
     pub fn new(
         rules: &'a RetryPolicy,
         state: &'a RetryState,
         breaker: &'a Arc<Breaker>,
         log: &'a AttemptLog,
+        grpc: bool,
     ) -> Self {
         Self {
-            attempts: Attempts::new(rules, state, breaker, log),
+            attempts: Attempts::new(rules, state, breaker, log, grpc),
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Attempts<'a> {
     state: &'a RetryState,
     breaker: &'a Arc<Breaker>,
     log: &'a AttemptLog,
+    /// The request is gRPC: a `200` may carry a failure in `grpc-status`.
+    grpc: bool,
     made: u32,
 }
 
@@ -58,12 +60,14 @@ impl<'a> Attempts<'a> {
         state: &'a RetryState,
         breaker: &'a Arc<Breaker>,
         log: &'a AttemptLog,
+        grpc: bool,
     ) -> Self {
         Self {
             rules,
             state,
             breaker,
             log,
+            grpc,
             made: 0,
         }
     }
@@ -77,6 +81,18 @@ impl tower::retry::Policy<Call, Response<Body>, ProxyError> for Attempts<'_> {
         req: &mut Call,
         result: &mut Result<Response<Body>, ProxyError>,
     ) -> Option<Sleep> {
+        // tower asks after every try; most answers are plainly final, and telling so
+        // from the status alone spares every request a header lookup.
+        if let Ok(resp) = result {
+            let s = resp.status().as_u16();
+            if s < 500
+                && s != 409
+                && !(self.grpc && s == 200)
+                && !self.rules.status_codes.contains(&s)
+            {
+                return None;
+            }
+        }
         let outcome = policy::classify(result);
         if !policy::retriable(self.rules, req.req.method(), outcome) {
             return None;

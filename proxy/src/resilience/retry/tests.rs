@@ -94,7 +94,7 @@ async fn run(
             }
         }
     });
-    let mut svc = RetryLayer::new(rules, &f.state, &f.breaker, &log).layer(inner);
+    let mut svc = RetryLayer::new(rules, &f.state, &f.breaker, &log, false).layer(inner);
     let mut req = Request::new(body);
     *req.method_mut() = method;
     let result = svc.ready().await.unwrap().call(Call::new(req, None)).await;

@@ -22,17 +22,20 @@ pub mod timeout;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::Request;
 
 use crate::http::Body;
+use crate::upstream::head::RequestHead;
 
 /// One upstream attempt's request, as it travels down the upstream stack.
 #[derive(Debug)]
 pub struct Call {
-    /// The request as the upstream gets it.
-    pub req: Request<Body>,
+    /// The request head as the upstream gets it, shared by the request's attempts.
+    pub head: Arc<RequestHead>,
+    /// The body (a copy of a held body on a retry).
+    pub body: Body,
     /// The request's key for ring-hash balancing.
     pub hash: Option<u64>,
     /// Endpoints already tried (a retry prefers another one).
@@ -44,8 +47,10 @@ pub struct Call {
 impl Call {
     /// A first attempt.
     pub fn new(req: Request<Body>, hash: Option<u64>) -> Self {
+        let (parts, body) = req.into_parts();
         Self {
-            req,
+            head: Arc::new(RequestHead::from_parts(parts)),
+            body,
             hash,
             tried: Vec::new(),
             retry_permit: None,
@@ -53,20 +58,16 @@ impl Call {
     }
 
     /// A copy for another attempt, when the body can be sent again (empty or held
-    /// whole); `None` for a streamed body.
+    /// whole); `None` for a streamed body. The head is shared, not copied.
     pub fn try_clone(&self) -> Option<Self> {
-        let body = match self.req.body() {
+        let body = match &self.body {
             Body::Empty => Body::Empty,
             Body::Full(b) => Body::Full(b.clone()),
             _ => return None,
         };
-        let mut req = Request::new(body);
-        *req.method_mut() = self.req.method().clone();
-        *req.uri_mut() = self.req.uri().clone();
-        *req.version_mut() = self.req.version();
-        *req.headers_mut() = self.req.headers().clone();
         Some(Self {
-            req,
+            head: self.head.clone(),
+            body,
             hash: self.hash,
             tried: self.tried.clone(),
             retry_permit: None,
@@ -123,8 +124,9 @@ impl AttemptLog {
         }
     }
 
-    /// Records the start of an attempt to `endpoint` and writes its trace headers.
-    pub fn started(&self, endpoint: SocketAddr, headers: &mut http::HeaderMap) {
+    /// Records the start of an attempt to `endpoint` and writes its trace headers (into
+    /// a copy of the head when another attempt shares it).
+    pub fn started(&self, endpoint: SocketAddr, head: &mut Arc<RequestHead>) {
         let mut a = self.lock();
         a.count += 1;
         a.last = Some(endpoint);
@@ -133,7 +135,7 @@ impl AttemptLog {
             use weft_telemetry::propagation;
             let span_id = propagation::new_span_id();
             propagation::inject(
-                headers,
+                &mut Arc::make_mut(head).headers,
                 &propagation::Outgoing {
                     trace_id: t.trace_id,
                     span_id,

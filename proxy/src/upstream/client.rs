@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::h1;
+use super::head::RequestHead;
 use crate::http::{Body, ProxyError};
 use crate::resilience::breaker::{Breaker, Kind};
 use crate::snapshot::UpstreamProtocol;
@@ -63,6 +64,8 @@ struct Shared {
     protocol: UpstreamProtocol,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// The endpoint's address as a `Host` value, for requests without one (HTTP/1.0).
+    host: http::HeaderValue,
     counters: ConnectCounters,
     /// Most recently idled at the back (taken first), oldest at the front.
     idle: Mutex<VecDeque<Idle>>,
@@ -100,6 +103,8 @@ impl HttpClient {
                 protocol,
                 connect_timeout,
                 idle_timeout,
+                host: http::HeaderValue::from_str(&addr.to_string())
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("localhost")),
                 counters,
                 idle: Mutex::new(VecDeque::new()),
                 h2: tokio::sync::Mutex::new(None),
@@ -129,34 +134,43 @@ impl HttpClient {
         self.shared.protocol
     }
 
-    /// Sends `req`. Its URI is in origin form (`/path?query`) and its `Host` header
-    /// carries the authority the upstream should see. A new connection counts against
-    /// `breaker`'s connection and pending-request limits.
+    /// Sends a request with `head` and `body`. The head's URI is in origin form
+    /// (`/path?query`) and its `Host` header carries the authority the upstream should
+    /// see (without one, the endpoint's address is sent). A new connection counts
+    /// against `breaker`'s connection and pending-request limits.
     pub async fn send(
         &self,
-        req: Request<Body>,
+        head: &RequestHead,
+        body: Body,
         breaker: &Arc<Breaker>,
     ) -> Result<Response<Body>, ProxyError> {
         match self.shared.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(req, breaker).await,
+            UpstreamProtocol::Http1 => self.send_h1(head, body, breaker).await,
             // Boxed: keeps the HTTP/1.1 future (the common one) small to move around.
-            UpstreamProtocol::Http2 => Box::pin(self.send_h2(req, breaker)).await,
+            UpstreamProtocol::Http2 => {
+                Box::pin(self.send_h2(self.owned(head, body), breaker)).await
+            }
         }
+    }
+
+    /// An owned request (for hyper's clients), with a `Host` if the head had none.
+    fn owned(&self, head: &RequestHead, body: Body) -> Request<Body> {
+        let mut req = head.to_request(body);
+        if !req.headers().contains_key(http::header::HOST) {
+            req.headers_mut()
+                .insert(http::header::HOST, self.shared.host.clone());
+        }
+        req
     }
 
     async fn send_h1(
         &self,
-        mut req: Request<Body>,
+        head: &RequestHead,
+        mut body: Body,
         breaker: &Arc<Breaker>,
     ) -> Result<Response<Body>, ProxyError> {
-        // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the
-        // endpoint's address.
-        if !req.headers().contains_key(http::header::HOST) {
-            req.headers_mut()
-                .insert(http::header::HOST, self.shared.addr_header());
-        }
-        if req.headers().contains_key(http::header::UPGRADE) {
-            return Box::pin(self.send_upgrade(req)).await;
+        if head.headers.contains_key(http::header::UPGRADE) {
+            return Box::pin(self.send_upgrade(self.owned(head, body))).await;
         }
         loop {
             let (conn, reused) = match self.shared.take_idle() {
@@ -164,13 +178,13 @@ impl HttpClient {
                 None => (self.shared.connect_h1(breaker).await?, false),
             };
             let release: Arc<dyn h1::Release> = self.shared.clone();
-            match h1::send(conn, req, release).await {
+            match h1::send(conn, head, &self.shared.host, body, release).await {
                 Ok(resp) => return Ok(resp),
                 Err(h1::SendError {
                     retry: Some(again), ..
                 }) if reused => {
                     self.shared.counters.retried.increment(1);
-                    req = *again;
+                    body = *again;
                 }
                 Err(e) => return Err(e.error),
             }
@@ -207,7 +221,7 @@ impl HttpClient {
         let host = req
             .headers_mut()
             .remove(http::header::HOST)
-            .unwrap_or_else(|| self.shared.addr_header());
+            .unwrap_or_else(|| self.shared.host.clone());
         let authority = host.to_str().unwrap_or_default();
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTP);
@@ -236,12 +250,6 @@ impl HttpClient {
 }
 
 impl Shared {
-    /// The endpoint's address as a header value (for requests without a Host).
-    fn addr_header(&self) -> http::HeaderValue {
-        http::HeaderValue::from_str(&self.addr.to_string())
-            .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"))
-    }
-
     /// The most recently idled connection that is still usable. Unusable ones are
     /// closed (dropped) outside the lock.
     fn take_idle(&self) -> Option<h1::Conn> {
@@ -479,7 +487,14 @@ mod tests {
                 .header("host", "x")
                 .body(Body::Empty)
                 .unwrap();
-            let resp = client.send(req, &breaker).await.unwrap();
+            let resp = client
+                .send(
+                    &RequestHead::from_parts(req.into_parts().0),
+                    Body::Empty,
+                    &breaker,
+                )
+                .await
+                .unwrap();
             assert_eq!(breaker.in_use(Kind::Connection), 1, "{replies:?}: open");
             assert_eq!(breaker.in_use(Kind::Pending), 0, "{replies:?}: connected");
             let _ = resp.into_body().collect().await;
@@ -539,8 +554,22 @@ mod tests {
         };
         // The first response's body is not read yet: its connection is busy, so the
         // second request needs a new one, over the limit.
-        let busy = client.send(req(), &breaker).await.unwrap();
-        let over = client.send(req(), &breaker).await.unwrap_err();
+        let busy = client
+            .send(
+                &RequestHead::from_parts(req().into_parts().0),
+                Body::Empty,
+                &breaker,
+            )
+            .await
+            .unwrap();
+        let over = client
+            .send(
+                &RequestHead::from_parts(req().into_parts().0),
+                Body::Empty,
+                &breaker,
+            )
+            .await
+            .unwrap_err();
         assert_eq!(
             over.to_string(),
             "upstream overflow: max_connections limit reached"

@@ -16,6 +16,7 @@
 pub mod balance;
 pub mod client;
 pub mod h1;
+pub mod head;
 pub mod health;
 pub mod outlier;
 pub mod service;

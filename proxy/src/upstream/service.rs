@@ -68,7 +68,7 @@ impl Cluster {
         let endpoint = self
             .pick(call.hash, &call.tried)
             .ok_or(ProxyError::NoHealthyUpstream)?;
-        log.started(endpoint.addr, call.req.headers_mut());
+        log.started(endpoint.addr, &mut call.head);
         // The endpoint is charged for its own attempt only, not for earlier tries,
         // backoff, a held body or an injected delay.
         let attempt_start = Instant::now();
@@ -80,7 +80,10 @@ impl Cluster {
         };
         self.make_room(&endpoint);
         let in_flight = endpoint.load.start();
-        let result = endpoint.client.send(call.req, &self.breaker).await;
+        let result = endpoint
+            .client
+            .send(&call.head, call.body, &self.breaker)
+            .await;
         charge.settled = true;
         let now = Instant::now();
         let outcome = match &result {

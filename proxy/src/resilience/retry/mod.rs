@@ -94,7 +94,7 @@ impl tower::retry::Policy<Call, Response<Body>, ProxyError> for Attempts<'_> {
             }
         }
         let outcome = policy::classify(result);
-        if !policy::retriable(self.rules, req.req.method(), outcome) {
+        if !policy::retriable(self.rules, &req.head.method, outcome) {
             return None;
         }
         if self.made >= self.rules.num_retries {

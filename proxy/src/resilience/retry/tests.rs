@@ -77,8 +77,8 @@ async fn run(
         let (script, seen) = (script2.clone(), seen2.clone());
         let n = seen.lock().unwrap().len() as u16;
         let addr = SocketAddr::from(([127, 0, 0, 1], 1000 + n));
-        let mut headers = http::HeaderMap::new();
-        log_ref.started(addr, &mut headers);
+        let mut head = call.head.clone();
+        log_ref.started(addr, &mut head);
         seen.lock().unwrap().push(call.tried.clone());
         async move {
             match script.lock().unwrap().pop_front() {

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::task::AbortOnDropHandle;
 
+use super::head::RequestHead;
 use crate::http::{Body, BoxError, ProxyError};
 
 /// Largest response head accepted.
@@ -99,20 +100,24 @@ pub trait Release: Send + Sync + 'static {
 pub struct SendError {
     /// The cause as a proxy error (reset or protocol error).
     pub error: ProxyError,
-    /// The request, when it can be retried as is.
+    /// The request's body, when the request can be sent again as is on another
+    /// connection (the head is the caller's).
     /// (Boxed: it is rarely there, and the error travels by value.)
-    pub retry: Option<Box<Request<Body>>>,
+    pub retry: Option<Box<Body>>,
 }
 
-/// Sends `req` (origin-form URI, `Host` set, hop-by-hop headers already removed) on
-/// `conn` and reads the response head. The response body reads from the connection;
-/// when it ends cleanly the connection goes to `release`.
+/// Sends a request with `head` (origin-form URI, hop-by-hop headers already removed;
+/// without a `Host`, `host` is sent) and `body` on `conn` and reads the response head.
+/// The response body reads from the connection; when it ends cleanly the connection
+/// goes to `release`.
 pub async fn send(
     conn: Conn,
-    req: Request<Body>,
+    head: &RequestHead,
+    host: &HeaderValue,
+    mut body: Body,
     release: std::sync::Arc<dyn Release>,
 ) -> Result<Response<Body>, SendError> {
-    let (parts, mut body) = req.into_parts();
+    let parts = head;
     let head_method = parts.method == Method::HEAD;
     let Conn {
         io,
@@ -121,7 +126,7 @@ pub async fn send(
     } = conn;
     let mut out = std::mem::take(&mut scratch.out);
     out.clear();
-    let framing = encode_head(&parts, &body, &mut out);
+    let framing = encode_head(parts, host, &body, &mut out);
     // Take what the body already has without waiting: most request bodies are small
     // and arrive with their head, so head and body leave in one write.
     let mut body_done = body.is_end_stream();
@@ -164,14 +169,14 @@ pub async fn send(
     let mut io = io;
     if body_done {
         if let Err(e) = io.write_all(&out).await {
-            let retry = retriable.then(|| Box::new(Request::from_parts(parts, body)));
+            let retry = retriable.then(|| Box::new(body));
             return Err(SendError {
                 error: reset(e),
                 retry,
             });
         }
         read = Reader::Whole(io);
-        unsent = Some((parts, body));
+        unsent = Some(body);
         scratch.out = out;
     } else {
         // The body streams on: write it from a task of its own so that the response can
@@ -232,9 +237,7 @@ pub async fn send(
             Ok(n) if n > 0 => received_any = true,
             other => {
                 let retry = match unsent.take() {
-                    Some((parts, body)) if retriable && closed_unanswered => {
-                        Some(Box::new(Request::from_parts(parts, body)))
-                    }
+                    Some(body) if retriable && closed_unanswered => Some(Box::new(body)),
                     _ => None,
                 };
                 let error = match other {
@@ -307,7 +310,12 @@ enum ReqFraming {
 }
 
 /// Writes the request line and headers into `out`, with framing for `body`.
-fn encode_head(parts: &http::request::Parts, body: &Body, out: &mut Vec<u8>) -> ReqFraming {
+fn encode_head(
+    parts: &RequestHead,
+    host: &HeaderValue,
+    body: &Body,
+    out: &mut Vec<u8>,
+) -> ReqFraming {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -317,6 +325,12 @@ fn encode_head(parts: &http::request::Parts, body: &Body, out: &mut Vec<u8>) -> 
         target.as_bytes()
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the endpoint's.
+    if !parts.headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in &parts.headers {
         // Framing is ours to decide; hop-by-hop headers are already gone.
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {

@@ -11,6 +11,24 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 
+/// [`send`] for a whole request (the tests build requests whole).
+async fn send_req(
+    conn: Conn,
+    req: Request<Body>,
+    release: Arc<dyn Release>,
+) -> Result<http::Response<Body>, SendError> {
+    let (parts, body) = req.into_parts();
+    let head = RequestHead::from_parts(parts);
+    send(
+        conn,
+        &head,
+        &HeaderValue::from_static("fallback"),
+        body,
+        release,
+    )
+    .await
+}
+
 fn head(text: &str) -> Result<Option<Head>, &'static str> {
     let mut buf = BytesMut::from(text.as_bytes());
     parse_head(&mut buf, &mut Vec::new())
@@ -211,7 +229,13 @@ fn request_head_framing() {
         }
         let (parts, body) = req.body(body).unwrap().into_parts();
         let mut out = Vec::new();
-        let framing = encode_head(&parts, &body, &mut out);
+        let head = RequestHead::from_parts(parts);
+        let framing = encode_head(
+            &head,
+            &HeaderValue::from_static("fallback"),
+            &body,
+            &mut out,
+        );
         (String::from_utf8(out).unwrap(), framing)
     };
     let (text, f) = encode(Method::GET, Body::Empty, &[("host", "h")]);
@@ -219,6 +243,8 @@ fn request_head_framing() {
     assert_eq!(f, ReqFraming::None);
     let (text, _) = encode(Method::POST, Body::Empty, &[]);
     assert!(text.contains("content-length: 0\r\n"), "{text}");
+    // Without a Host (HTTP/1.0 clients), the endpoint's address goes as the Host.
+    assert!(text.contains("host: fallback\r\n"), "{text}");
     // The body's real size wins over a client's content-length, and a client's
     // transfer-encoding never passes through.
     let (text, f) = encode(
@@ -283,14 +309,14 @@ async fn chunked_exchange_and_connection_reuse() {
     .await;
     let pool = Arc::new(Pool::default());
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-    let resp = send(conn, get(), pool.clone()).await.unwrap();
+    let resp = send_req(conn, get(), pool.clone()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"abcde");
     // Read to the end: the connection is back and carries a second exchange.
     let conn = pool.0.lock().unwrap().pop().expect("released");
     assert!(conn.is_usable());
-    let resp = send(conn, get(), pool.clone()).await.unwrap();
+    let resp = send_req(conn, get(), pool.clone()).await.unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"abcde");
 }
@@ -304,7 +330,7 @@ async fn close_delimited_bodies_are_not_reused() {
     .await;
     let pool = Arc::new(Pool::default());
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-    let resp = send(conn, get(), pool.clone()).await.unwrap();
+    let resp = send_req(conn, get(), pool.clone()).await.unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"until the end");
     assert!(pool.0.lock().unwrap().is_empty());
@@ -327,7 +353,7 @@ async fn a_closed_connection_gives_a_retriable_error_only_for_idempotent_request
             .uri("/")
             .body(Body::Empty)
             .unwrap();
-        let err = send(conn, req, Arc::new(Pool::default()))
+        let err = send_req(conn, req, Arc::new(Pool::default()))
             .await
             .unwrap_err();
         assert!(
@@ -342,7 +368,9 @@ async fn a_closed_connection_gives_a_retriable_error_only_for_idempotent_request
 async fn early_hints_are_skipped_and_short_bodies_are_errors() {
     let addr = upstream(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nshort", 1).await;
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-    let resp = send(conn, get(), Arc::new(Pool::default())).await.unwrap();
+    let resp = send_req(conn, get(), Arc::new(Pool::default()))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
         resp.into_body().collect().await.is_err(),
@@ -355,7 +383,7 @@ async fn an_unrequested_101_is_an_error_and_the_connection_is_dropped() {
     let addr = upstream(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n", 1).await;
     let pool = Arc::new(Pool::default());
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-    let err = send(conn, get(), pool.clone()).await.unwrap_err();
+    let err = send_req(conn, get(), pool.clone()).await.unwrap_err();
     assert!(matches!(err.error, ProxyError::UpstreamProtocol(_)));
     assert!(pool.0.lock().unwrap().is_empty());
 }
@@ -369,7 +397,7 @@ async fn transfer_encoding_wins_over_content_length_which_is_removed() {
     .await;
     let pool = Arc::new(Pool::default());
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-    let resp = send(conn, get(), pool.clone()).await.unwrap();
+    let resp = send_req(conn, get(), pool.clone()).await.unwrap();
     assert!(!resp.headers().contains_key("content-length"));
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"hello");
@@ -383,7 +411,9 @@ async fn transfer_encoding_wins_over_content_length_which_is_removed() {
 async fn a_content_length_list_goes_on_as_one_number() {
     let addr = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\nabc", 1).await;
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-    let resp = send(conn, get(), Arc::new(Pool::default())).await.unwrap();
+    let resp = send_req(conn, get(), Arc::new(Pool::default()))
+        .await
+        .unwrap();
     assert_eq!(
         resp.headers()
             .get_all("content-length")
@@ -397,7 +427,7 @@ async fn a_content_length_list_goes_on_as_one_number() {
 async fn a_request_answered_in_part_is_not_sent_again() {
     let addr = upstream(b"HTTP/1.1 100 Continue\r\n\r\n", 1).await;
     let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-    let err = send(conn, get(), Arc::new(Pool::default()))
+    let err = send_req(conn, get(), Arc::new(Pool::default()))
         .await
         .unwrap_err();
     assert!(err.retry.is_none(), "a 100 came back: not unanswered");

@@ -30,6 +30,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::head::RequestHead;
 use crate::http::{Body, BoxError, ProxyError};
+use crate::snapshot::policy;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -159,7 +160,7 @@ pub async fn send(
     // A request may go again on another connection only if it is idempotent, carried
     // no body bytes, and the upstream answered nothing at all: the signature of a
     // reused keep-alive connection that the upstream closed as we sent.
-    let retriable = !body_taken && body_done && is_idempotent(&parts.method);
+    let retriable = !body_taken && body_done && policy::is_idempotent(&parts.method);
 
     let mut read: Reader;
     // Aborted when dropped: if the exchange ends without a response (timeout, error,
@@ -293,13 +294,6 @@ pub async fn send(
         b.finish_if_empty();
     }
     Ok(resp)
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1216,22 +1216,27 @@ impl Translator {
 /// A route's request body buffer limit (the retry replay cap), if set.
 fn route_buffer_limit(r: &pb_route::Route) -> Option<usize> {
     #[allow(deprecated)]
-    let legacy = r.per_request_buffer_limit_bytes.map(|v| u64::from(v.value));
-    r.request_body_buffer_limit
-        .map(|v| v.value)
-        .or(legacy)
-        .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+    let legacy = r.per_request_buffer_limit_bytes;
+    buffer_limit(
+        r.request_body_buffer_limit.map(|v| v.value),
+        legacy.map(|v| v.value),
+    )
 }
 
 /// A virtual host's request body buffer limit, if set.
 fn vhost_buffer_limit(vh: &pb_route::VirtualHost) -> Option<usize> {
     #[allow(deprecated)]
-    let legacy = vh
-        .per_request_buffer_limit_bytes
-        .map(|v| u64::from(v.value));
-    vh.request_body_buffer_limit
-        .map(|v| v.value)
-        .or(legacy)
+    let legacy = vh.per_request_buffer_limit_bytes;
+    buffer_limit(
+        vh.request_body_buffer_limit.map(|v| v.value),
+        legacy.map(|v| v.value),
+    )
+}
+
+/// `request_body_buffer_limit`, else the deprecated `per_request_buffer_limit_bytes`.
+fn buffer_limit(limit: Option<u64>, legacy: Option<u32>) -> Option<usize> {
+    limit
+        .or(legacy.map(u64::from))
         .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
 }
 

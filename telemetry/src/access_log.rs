@@ -33,6 +33,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::Counter;
 
+/// The keys of a JSON record, in the order they are written (the README documents
+/// them; tests here and in the end-to-end suite hold the writer to this list).
+pub const JSON_KEYS: [&str; 28] = [
+    "timestamp",
+    "kind",
+    "direction",
+    "listener",
+    "route",
+    "cluster",
+    "upstream_address",
+    "downstream_address",
+    "method",
+    "authority",
+    "path",
+    "protocol",
+    "status",
+    "grpc_status",
+    "response_flags",
+    "attempts",
+    "bytes_received",
+    "bytes_sent",
+    "duration_ms",
+    "upstream_ttfb_ms",
+    "request_id",
+    "trace_id",
+    "span_id",
+    "user_agent",
+    "x_forwarded_for",
+    "peer_identity",
+    "authz_decision",
+    "authz_rule",
+];
+
 /// How long the writer rests between writes. Lines reach the sink at most this late
 /// (a flush cuts it short); under load each write carries this long's worth of lines.
 const BATCH_PAUSE: Duration = Duration::from_millis(20);
@@ -950,36 +983,7 @@ mod tests {
             })
         );
         // Keys come out in the documented order.
-        let keys = [
-            "timestamp",
-            "kind",
-            "direction",
-            "listener",
-            "route",
-            "cluster",
-            "upstream_address",
-            "downstream_address",
-            "method",
-            "authority",
-            "path",
-            "protocol",
-            "status",
-            "grpc_status",
-            "response_flags",
-            "attempts",
-            "bytes_received",
-            "bytes_sent",
-            "duration_ms",
-            "upstream_ttfb_ms",
-            "request_id",
-            "trace_id",
-            "span_id",
-            "user_agent",
-            "x_forwarded_for",
-            "peer_identity",
-            "authz_decision",
-            "authz_rule",
-        ];
+        let keys = JSON_KEYS;
         let positions: Vec<usize> = keys
             .iter()
             .map(|k| line.find(&format!("\"{k}\":")).unwrap())

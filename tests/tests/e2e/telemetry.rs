@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use weft_proxy::observe::TelemetryOptions;
+use weft_telemetry::access_log::JSON_KEYS;
 use weft_tests::client::{empty, full};
 use weft_tests::otlp::{self, OtlpCollector, Span, SpanKind};
 use weft_tests::upstream::Recorded;
@@ -40,38 +41,6 @@ const ISTIO_DURATION_BUCKETS: [f64; 19] = [
 
 /// Istio's byte-size buckets.
 const ISTIO_BYTES_BUCKETS: [f64; 9] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
-
-/// The JSON access-log keys, in the order they are written.
-const LOG_KEYS: [&str; 28] = [
-    "timestamp",
-    "kind",
-    "direction",
-    "listener",
-    "route",
-    "cluster",
-    "upstream_address",
-    "downstream_address",
-    "method",
-    "authority",
-    "path",
-    "protocol",
-    "status",
-    "grpc_status",
-    "response_flags",
-    "attempts",
-    "bytes_received",
-    "bytes_sent",
-    "duration_ms",
-    "upstream_ttfb_ms",
-    "request_id",
-    "trace_id",
-    "span_id",
-    "user_agent",
-    "x_forwarded_for",
-    "peer_identity",
-    "authz_decision",
-    "authz_rule",
-];
 
 /// A request header, name and value.
 type Header<'a> = (&'a str, &'a str);
@@ -914,10 +883,10 @@ fn check_keys(line: &str, v: &Value) {
     let obj = v.as_object().expect("a JSON object per line");
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    let mut want = LOG_KEYS.to_vec();
+    let mut want = JSON_KEYS.to_vec();
     want.sort_unstable();
     assert_eq!(keys, want, "access-log keys: {line}");
-    let positions: Vec<usize> = LOG_KEYS
+    let positions: Vec<usize> = JSON_KEYS
         .iter()
         .map(|k| line.find(&format!("\"{k}\":")).unwrap_or(usize::MAX))
         .collect();
@@ -1214,13 +1183,10 @@ clusters:
     .await?
 }
 
-// Repro: sample_percent 100, an access log, an OTLP collector; `GET /nowhere` (no
-// route) and `GET /teapot` (a `respond` route). Their records have `request_id`,
-// `trace_id` and `span_id` null and no span is exported: the request id and the trace
-// decision are only made in `forward` (`trace_attempt`), which local answers never
-// reach, although `observe::route_label` names spans "(no route)" for them. Envoy's
-// connection manager gives every request an `x-request-id` and (when sampled) a span
-// before routing, so a 404 can be found by id and in the trace.
+// Answers the proxy makes itself (`GET /nowhere`: no route; `GET /teapot`: a `respond`
+// route) get a request id and, when sampled, a server span, as Envoy's connection
+// manager gives every request before routing: a 404 can be found by id and in the
+// trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_answers_have_a_request_id_and_a_server_span() -> anyhow::Result<()> {
     let logs = LogDir::new()?;

@@ -1557,3 +1557,28 @@ clusters:
         "{found:#?}"
     );
 }
+
+#[test]
+fn byte_sizes_parse_in_binary_and_decimal_units() {
+    use super::friendly::parse_byte_size;
+    let cases: &[(&str, Option<u64>)] = &[
+        ("65536", Some(65536)),
+        ("512B", Some(512)),
+        ("64KiB", Some(64 << 10)),
+        ("1MiB", Some(1 << 20)),
+        ("2GiB", Some(2 << 30)),
+        ("10KB", Some(10_000)),
+        ("10kB", Some(10_000)),
+        ("1MB", Some(1_000_000)),
+        (" 8 KiB ", Some(8 << 10)),
+        ("64kib", None),
+        ("KiB", None),
+        ("-1", None),
+        ("1.5MiB", None),
+        ("99999999999999999999", None),
+        ("18446744073709551615GiB", None),
+    ];
+    for (text, want) in cases {
+        assert_eq!(parse_byte_size(text), *want, "{text:?}");
+    }
+}

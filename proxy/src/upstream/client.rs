@@ -583,4 +583,33 @@ mod tests {
         drop(busy);
         assert_eq!(breaker.in_use(Kind::Connection), 0);
     }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_clusters_idle_timeout_is_not_reused() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reg = Registry::new();
+        let c = |n: &'static str| reg.counter(n, &[]);
+        // (the cluster's idle_timeout, reused after idling 100 ms)
+        let cases = [
+            (Duration::from_millis(20), false),
+            (Duration::from_secs(60), true),
+        ];
+        for (idle, reused) in cases {
+            let client = HttpClient::new(
+                l.local_addr().unwrap(),
+                UpstreamProtocol::Http1,
+                Duration::from_secs(1),
+                idle,
+                ConnectCounters {
+                    opened: c("o"),
+                    failed: c("f"),
+                    retried: c("r"),
+                },
+            );
+            let (conn, _server) = pair(&l).await;
+            client.shared.release(conn);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(client.shared.take_idle().is_some(), reused, "{idle:?}");
+        }
+    }
 }

@@ -1278,3 +1278,33 @@ async fn a_retried_error_response_keeps_its_connection() -> anyhow::Result<()> {
     })
     .await?
 }
+
+// A request on a retrying route whose body is held for replay: a client that stalls
+// while sending it runs into the route's one deadline (504), and the upstream never sees
+// a partial request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_being_held_for_replay_times_out() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let up = upstream::http1("held").await?;
+    let config = pool_config(
+        &[up.addr()],
+        "        timeout: 300ms\n        retries: { methods: [POST] }",
+        "",
+    );
+    let proxy = TestProxy::start(&config).await?;
+    within(LIMIT, "stalled held body", async {
+        let mut conn = tokio::net::TcpStream::connect(proxy.addr("edge")).await?;
+        // 100 bytes declared, 10 sent, then nothing.
+        conn.write_all(b"POST /held HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\n0123456789")
+            .await?;
+        let mut buf = vec![0u8; 4096];
+        let n = conn.read(&mut buf).await?;
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 504"), "{head:?}");
+        assert!(head.contains("x-weft-error: upstream-timeout"), "{head:?}");
+        assert_eq!(up.count(), 0, "nothing reached the upstream");
+        anyhow::Ok(())
+    })
+    .await?
+}

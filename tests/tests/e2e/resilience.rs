@@ -1308,3 +1308,38 @@ async fn a_stalled_body_being_held_for_replay_times_out() -> anyhow::Result<()> 
     })
     .await?
 }
+
+// At the connection limit, an idle pooled connection to one endpoint gives its slot to a
+// request for another endpoint instead of that request overflowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_gives_its_slot_to_another_endpoint() -> anyhow::Result<()> {
+    let ups = replicas("slot", 2).await?;
+    let config = pool_config(
+        &addrs(&ups),
+        "retries: false",
+        "lb: round-robin\nlimits: { max_connections: 1 }\noutlier_detection: false",
+    );
+    let proxy = TestProxy::start(&config).await?;
+    within(LIMIT, "one connection, two endpoints", async {
+        let client = Client::http1();
+        let mut seen = Vec::new();
+        for i in 0..6 {
+            let reply = client
+                .get(&proxy.url("edge", &format!("/slot/{i}")))
+                .await?;
+            assert_eq!(
+                reply.code(),
+                200,
+                "request {i}: {:?} {:?}",
+                reply.text(),
+                reply.headers
+            );
+            seen.extend(reply.upstream().map(str::to_owned));
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, ["slot-1", "slot-2"], "both endpoints served");
+        anyhow::Ok(())
+    })
+    .await?
+}

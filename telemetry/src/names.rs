@@ -78,6 +78,23 @@ pub const LB_PANIC_TOTAL: &str = "weft_lb_panic_total";
 pub const HEALTH_CHECKS_TOTAL: &str = "weft_health_checks_total";
 /// Endpoints currently marked unhealthy by active health checks, per cluster.
 pub const ENDPOINTS_UNHEALTHY: &str = "weft_endpoints_unhealthy";
+/// TLS handshakes, by `side` (`server`, `client`), `listener` or `cluster` (the other is
+/// empty) and `outcome` (`ok`, or why it failed: `no_client_cert`, `unknown_ca`,
+/// `bad_identity`, `expired`, `not_yet_valid`, `bad_eku`, `protocol`, `other`).
+pub const TLS_HANDSHAKES_TOTAL: &str = "weft_tls_handshakes_total";
+/// Seconds until the workload (or serving) certificate expires, per `source`.
+pub const TLS_CERT_EXPIRY_SECONDS: &str = "weft_tls_cert_expiry_seconds";
+/// Certificate loads, per `source` and `outcome` (`ok`, `rejected`).
+pub const TLS_CERT_LOADS_TOTAL: &str = "weft_tls_cert_loads_total";
+/// Times a certificate was found close to expiry (less than a fifth of its lifetime
+/// or an hour left), per `source`.
+pub const TLS_CERT_EXPIRING_TOTAL: &str = "weft_tls_cert_expiring_total";
+/// Authorization decisions, per listener, `decision` (`allow`, `deny`, `audit_deny`)
+/// and `rule` (the rule that decided, or `default`).
+pub const AUTHZ_DECISIONS_TOTAL: &str = "weft_authz_decisions_total";
+/// JWT authentication outcomes, per route and `outcome` (`ok`, `missing`, `expired`,
+/// `bad_signature`, `bad_issuer`, `bad_audience`, `malformed`, `unknown_key`, ...).
+pub const JWT_AUTHN_TOTAL: &str = "weft_jwt_authn_total";
 /// Access-log records written.
 pub const ACCESS_LOG_WRITTEN: &str = "weft_access_log_records_total";
 /// Access-log records dropped because the writer fell behind (the sink is full).
@@ -139,6 +156,14 @@ pub mod label {
     pub const LIMIT: &str = "limit";
     /// The kind of an injected fault: `delay` or `abort`.
     pub const KIND: &str = "kind";
+    /// The side of a TLS handshake: `server` or `client`.
+    pub const SIDE: &str = "side";
+    /// Where a certificate comes from (a name given by the store's owner).
+    pub const SOURCE: &str = "source";
+    /// An authorization decision: `allow`, `deny` or `audit_deny`.
+    pub const DECISION: &str = "decision";
+    /// The authorization rule that decided (its configured name), or `default`.
+    pub const RULE: &str = "rule";
 }
 
 /// Istio's default buckets for `istio_request_duration_milliseconds`.

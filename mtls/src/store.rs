@@ -129,9 +129,10 @@ impl CertStore {
                     "certificate loaded"
                 );
                 let creds = Arc::new(creds);
+                // Counted before subscribers wake, so they see the count they caused.
+                self.inner.loads_ok.increment(1);
                 self.inner.current.store(Some(creds.clone()));
                 self.inner.changes.send_replace(Some(creds));
-                self.inner.loads_ok.increment(1);
                 true
             }
             Err(error) => {

@@ -14,6 +14,7 @@
 //! they stay distinguishable from chain failures; [`outcome`] and [`io_outcome`] turn
 //! any handshake error into the `outcome` label of `weft_tls_handshakes_total`.
 
+use std::fmt;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -48,7 +49,7 @@ pub enum Expect {
 
 /// Why a peer's certificate, valid as a certificate, does not prove an acceptable
 /// identity. Carried in `CertificateError::Other`.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityError {
     /// The leaf has no URI SAN.
@@ -84,6 +85,14 @@ pub enum IdentityError {
     /// The leaf could not be parsed for its SANs.
     #[error("peer certificate cannot be parsed: {0}")]
     Unparsable(String),
+}
+
+impl fmt::Debug for IdentityError {
+    // rustls prints `CertificateError::Other` with `{:?}`; the sentence is what an
+    // operator reading that log line needs, not the variant's fields.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// Server side: requires and verifies the client's certificate and SPIFFE id.

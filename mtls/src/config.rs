@@ -162,7 +162,9 @@ impl ResolvesServerCert for StoreResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let creds = self.0.current();
         if creds.is_none() {
-            tracing::warn!(source = %self.0.source(), "TLS handshake refused: no certificate loaded yet");
+            // Debug, not warn: this fires on every connection attempt until a certificate
+            // is published, and failed loads are already logged by the store.
+            tracing::debug!(source = %self.0.source(), "TLS handshake refused: no certificate loaded yet");
         }
         creds.map(|c| c.certified_key().clone())
     }

@@ -30,4 +30,5 @@ pub mod resilience;
 pub mod snapshot;
 pub mod state;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;

@@ -262,23 +262,50 @@ async fn accept_loop(
         stats.total.increment(1);
         stats.active.increment(1.0);
         let open = OpenConn(stats.active.clone());
+        let tls = listener_tls(&store, &name, configured);
         match kind {
             Kind::Http => {
                 let mut settings = http_settings(&store, &name);
                 settings.detection = Some(stats.detection.clone());
-                let ctx = Arc::new(ConnCtx {
+                let ctx = ConnCtx {
                     listener: name.clone(),
                     address: configured,
                     peer,
                     peer_ip: crate::http::headers::client_ip_value(peer.ip()),
                     scheme: "http",
+                    peer_id: None,
+                    xfcc: None,
                     store: store.clone(),
                     drain: drain.clone(),
                     in_flight: Default::default(),
-                });
+                };
                 let watch = drain.watch();
                 connections.spawn(async move {
-                    server::serve(stream, ctx, settings, watch).await;
+                    match tls {
+                        None => server::serve(stream, Arc::new(ctx), settings, watch).await,
+                        // The handshake runs in the connection's task, never in the
+                        // accept loop: a slow client must not hold up the others.
+                        Some(tls) => {
+                            if let Some(a) =
+                                tls.accept(stream, settings.request_headers_timeout).await
+                            {
+                                let ctx = Arc::new(ConnCtx {
+                                    scheme: "https",
+                                    peer_id: a.peer_id,
+                                    xfcc: a.xfcc,
+                                    ..ctx
+                                });
+                                server::serve_tls(
+                                    a.stream,
+                                    a.alpn.as_deref(),
+                                    ctx,
+                                    settings,
+                                    watch,
+                                )
+                                .await;
+                            }
+                        }
+                    }
                     drop(open);
                 });
             }
@@ -287,7 +314,36 @@ async fn accept_loop(
                 // TCP has no graceful end: a drained connection runs on until it ends or
                 // the drain timeout closes it.
                 connections.spawn(async move {
-                    crate::tcp::proxy(stream, name, configured, store, watch).await;
+                    match tls {
+                        None => {
+                            crate::tcp::proxy(
+                                stream,
+                                Some(peer),
+                                None,
+                                name,
+                                configured,
+                                store,
+                                watch,
+                            )
+                            .await;
+                        }
+                        Some(tls) => {
+                            let timeout =
+                                crate::snapshot::translate::DEFAULT_REQUEST_HEADERS_TIMEOUT;
+                            if let Some(a) = tls.accept(stream, timeout).await {
+                                crate::tcp::proxy(
+                                    a.stream,
+                                    Some(peer),
+                                    a.peer_id,
+                                    name,
+                                    configured,
+                                    store,
+                                    watch,
+                                )
+                                .await;
+                            }
+                        }
+                    }
                     drop(open);
                 });
             }
@@ -304,6 +360,17 @@ async fn accept_loop(
     {
         tracing::warn!(listener = %name, "connections still open after the drain timeout");
     }
+}
+
+/// The TLS acceptor of the listener, from the current state.
+fn listener_tls(
+    store: &Store,
+    name: &str,
+    address: SocketAddr,
+) -> Option<Arc<crate::tls::ListenerTls>> {
+    let state = store.load();
+    let i = state.snapshot.listener_index(name, address)?;
+    state.tls.by_listener.get(i).cloned().flatten()
 }
 
 fn http_settings(store: &Store, name: &str) -> Settings {

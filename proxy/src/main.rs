@@ -95,6 +95,13 @@ enum Command {
         #[arg(long)]
         services_base: Option<u16>,
     },
+    /// A development certificate authority issuing SPIFFE workload certificates (for
+    /// tests and demos; real deployments bring certificates from cert-manager, SPIRE or
+    /// the control plane).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Reverse-proxy one address to upstreams with default policies, no file needed.
     Proxy {
         /// Address to listen on, e.g. 0.0.0.0:8080.
@@ -126,6 +133,56 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum CaCommand {
+    /// Create a CA for a trust domain: writes ca.pem and ca-key.pem into --out.
+    Init {
+        /// Trust domain, e.g. example.org.
+        #[arg(long)]
+        trust_domain: String,
+        /// Directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue a workload certificate: writes cert.pem, key.pem and ca.pem into --out.
+    Issue {
+        /// Directory of the CA (from `weft ca init`).
+        #[arg(long)]
+        ca: PathBuf,
+        /// SPIFFE id, e.g. spiffe://example.org/ns/shop/sa/cart.
+        #[arg(long)]
+        id: String,
+        /// Lifetime, e.g. 24h.
+        #[arg(long, default_value = "24h")]
+        ttl: humantime::Duration,
+        /// Directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn ca_cmd(command: CaCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CaCommand::Init { trust_domain, out } => {
+            let td: weft_mtls::TrustDomain = trust_domain.parse()?;
+            weft_mtls::init_dir(&td, &out)?;
+            println!(
+                "CA for trust domain {td} written to {} (ca.pem, ca-key.pem)",
+                out.display()
+            );
+        }
+        CaCommand::Issue { ca, id, ttl, out } => {
+            let id: weft_mtls::SpiffeId = id.parse()?;
+            weft_mtls::issue_dir(&ca, &id, ttl.into(), &out)?;
+            println!(
+                "certificate for {id} (valid {ttl}) written to {} (cert.pem, key.pem, ca.pem)",
+                out.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = match cli.log_format {
@@ -153,6 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Check { config } => Ok(check(&config)),
+        Command::Ca { command } => ca_cmd(command),
         Command::Explain {
             config,
             method,
@@ -336,8 +394,7 @@ fn reverse_proxy_config(
                 request_headers: None,
                 response_headers: None,
                 retries: off(false),
-                rate_limit: None,
-                fault: None,
+                ..Default::default()
             }],
             virtual_hosts: Vec::new(),
             to: None,
@@ -346,8 +403,9 @@ fn reverse_proxy_config(
                 format: friendly::LogFormat::Json,
                 only_errors: false,
             }),
-            idle_timeout: None,
+            ..Default::default()
         }],
+        identity: None,
         clusters: [(
             "upstream".to_owned(),
             friendly::Cluster {

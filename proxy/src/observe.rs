@@ -314,6 +314,10 @@ pub struct Detail {
     pub trace: Option<TraceDecision>,
     /// The trace, when sampled.
     pub traced: Option<Traced>,
+    /// The authorization verdict (`allow`, `deny`, `audit_deny`), when a policy ran.
+    pub authz_decision: Option<&'static str>,
+    /// The rule that decided (`None`: the default).
+    pub authz_rule: Option<Arc<str>>,
 }
 
 impl Detail {
@@ -370,6 +374,8 @@ impl Detail {
             attempts: 0,
             trace,
             traced,
+            authz_decision: None,
+            authz_rule: None,
         }
     }
 }
@@ -411,7 +417,12 @@ impl Exchange {
             .request_bytes
             .as_ref()
             .map_or(0, |b| b.load(Ordering::Relaxed));
+        let peer = self
+            .in_flight
+            .as_ref()
+            .and_then(|f| f.conn().peer_id.clone());
         self.stats.record(
+            peer.as_ref(),
             self.status,
             flags,
             self.protocol,
@@ -475,9 +486,9 @@ impl Exchange {
                 .map(|t| propagation::hex_span_id(&t.server_span)),
             user_agent: d.user_agent,
             forwarded_for: d.forwarded_for,
-            peer_identity: None,
-            authz_decision: None,
-            authz_rule: None,
+            peer_identity: peer.map(|p| p.to_string()),
+            authz_decision: d.authz_decision,
+            authz_rule: d.authz_rule.map(|r| r.to_string()),
         });
     }
 }

@@ -43,6 +43,8 @@ pub struct State {
     pub tcp_stats: Vec<Option<TcpStats>>,
     /// Rate limiters and fault injectors per route id (empty for routes without).
     pub route_policies: Vec<RoutePolicies>,
+    /// Certificate stores, listener acceptors and cluster connectors.
+    pub tls: crate::tls::TlsRuntime,
 }
 
 /// The run-time state of a route's rate limit and fault injection. Rebuilt with every
@@ -57,7 +59,8 @@ pub struct RoutePolicies {
 
 impl State {
     /// Builds the run-time parts of `snapshot`, reusing what `prev` already runs. Fails
-    /// (naming the listener) only when an access-log file cannot be opened.
+    /// (naming the listener or cluster) when an access-log file cannot be opened or a
+    /// certificate cannot be loaded.
     pub async fn build(
         version: u64,
         snapshot: Snapshot,
@@ -79,10 +82,12 @@ impl State {
                 built.map_err(|e| format!("listener {:?}: {e}", l.name))?,
             ));
         }
+        let tls = crate::tls::TlsRuntime::build(&snapshot, prev.map(|p| &p.tls), registry)?;
         let mut clusters = Vec::with_capacity(snapshot.clusters.len());
-        for c in &snapshot.clusters {
+        for (i, c) in snapshot.clusters.iter().enumerate() {
             let old = prev.and_then(|p| p.clusters.iter().find(|x| x.config.name == c.name));
-            clusters.push(Cluster::build(c, old, registry).await);
+            let connector = tls.by_cluster.get(i).cloned().flatten();
+            clusters.push(Cluster::build_with_tls(c, old, registry, connector).await);
         }
         let mut route_stats: Vec<Vec<Arc<RequestStats>>> =
             (0..snapshot.route_count).map(|_| Vec::new()).collect();
@@ -177,6 +182,7 @@ impl State {
             route_timeouts,
             tcp_stats,
             route_policies,
+            tls,
         })
     }
 }
@@ -293,6 +299,7 @@ impl RequestStats {
     #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
+        peer: Option<&Arc<str>>,
         status: u16,
         flags: &'static str,
         protocol: &'static str,
@@ -315,13 +322,39 @@ impl RequestStats {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(entry) = cache.iter().find(|e| {
-                e.status == status && e.flags == flags && e.protocol == protocol && e.grpc == grpc
+                e.status == status
+                    && e.flags == flags
+                    && e.protocol == protocol
+                    && e.grpc == grpc
+                    && e.peer.as_deref() == peer.map(|p| &**p)
             }) {
                 observe(entry);
                 return;
             }
         }
         let mut labels = self.labels.clone();
+        if let Some(peer) = peer {
+            // A caller identified by mutual TLS (Istio: the destination reports it).
+            let id = peer.parse::<weft_mtls::SpiffeId>().ok();
+            for (k, v) in labels.iter_mut() {
+                match *k {
+                    names::label::SOURCE_PRINCIPAL => *v = peer.to_string(),
+                    names::label::CONNECTION_SECURITY_POLICY => "mutual_tls".clone_into(v),
+                    names::label::REPORTER => "destination".clone_into(v),
+                    names::label::SOURCE_WORKLOAD => {
+                        if let Some(sa) = id.as_ref().and_then(|i| i.service_account()) {
+                            sa.clone_into(v);
+                        }
+                    }
+                    names::label::SOURCE_WORKLOAD_NAMESPACE => {
+                        if let Some(ns) = id.as_ref().and_then(|i| i.namespace()) {
+                            ns.clone_into(v);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
         labels.push((names::label::REQUEST_PROTOCOL, protocol.to_owned()));
         labels.push((names::label::RESPONSE_CODE, status.to_string()));
         labels.push((
@@ -334,6 +367,7 @@ impl RequestStats {
         ));
         labels.push((names::label::RESPONSE_FLAGS, flags.to_owned()));
         let entry = CodeStats {
+            peer: peer.cloned(),
             status,
             flags,
             protocol,
@@ -358,6 +392,7 @@ impl RequestStats {
 
 #[derive(Debug)]
 struct CodeStats {
+    peer: Option<Arc<str>>,
     status: u16,
     flags: &'static str,
     protocol: &'static str,

@@ -22,19 +22,24 @@ use weft_telemetry::names;
 use crate::drain::Watch;
 use crate::snapshot::ListenerKind;
 use crate::state::Store;
+use crate::tls::{MaybeTls, MeshAlpn};
 use crate::upstream::Cluster;
 
-/// Proxies `client` for the listener called `listener`.
-pub async fn proxy(
-    mut client: TcpStream,
+/// Proxies `client` (from `peer`, identified as `peer_id` on a mesh listener) for the
+/// listener called `listener`.
+pub async fn proxy<C>(
+    mut client: C,
+    peer: Option<std::net::SocketAddr>,
+    peer_id: Option<Arc<str>>,
     listener: Arc<str>,
     address: std::net::SocketAddr,
     store: Arc<Store>,
     mut drain: Watch,
-) {
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     let started = Instant::now();
     let start_wall = SystemTime::now();
-    let peer = client.peer_addr().ok();
     let state = store.load();
     let Some((li, l)) = state
         .snapshot
@@ -131,7 +136,7 @@ pub async fn proxy(
         span_id: None,
         user_agent: None,
         forwarded_for: None,
-        peer_identity: None,
+        peer_identity: peer_id.map(|p| p.to_string()),
         authz_decision: None,
         authz_rule: None,
     });
@@ -146,8 +151,8 @@ struct Outcome {
 }
 
 /// Connects to an endpoint of `cluster` and copies bytes until the end.
-async fn relay(
-    client: &mut TcpStream,
+async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
     listener: &str,
     cluster: &Cluster,
     idle: Option<Duration>,
@@ -175,8 +180,24 @@ async fn relay(
         }
     };
     let _ = upstream.set_nodelay(true);
-    let _ = client.set_nodelay(true);
-    let mut upstream = upstream;
+    let mut upstream = match &cluster.tls {
+        None => MaybeTls::Plain(upstream),
+        Some(tls) => {
+            match tokio::time::timeout(timeout, tls.connect(upstream, MeshAlpn::Tcp)).await {
+                Ok(Ok(s)) => MaybeTls::Tls(Box::new(s)),
+                Ok(Err(e)) => {
+                    tracing::debug!(%listener, upstream = %endpoint.addr, error = %e, "TCP upstream TLS handshake failed");
+                    outcome.flags = "UF";
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%listener, upstream = %endpoint.addr, "TCP upstream TLS handshake timed out");
+                    outcome.flags = "UF";
+                    return;
+                }
+            }
+        }
+    };
     let _in_flight = endpoint.load.start();
     let mut tracked = Tracked {
         inner: client,

@@ -39,6 +39,64 @@ pub struct File {
     /// Tracing for every HTTP listener; absent: no spans, trace headers passed as is.
     #[serde(default)]
     pub tracing: Option<Tracing>,
+    /// This proxy's workload identity, for mesh mutual TLS (`mtls:` on listeners and
+    /// clusters).
+    #[serde(default)]
+    pub identity: Option<Identity>,
+}
+
+/// A workload identity: certificate (with a `spiffe://` URI SAN), key and trust bundle,
+/// as PEM files (relative paths are relative to the working directory). The files are
+/// watched: a rotated certificate applies to new connections.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    /// The leaf's private key.
+    pub key: String,
+    /// Trust bundle: the CA certificates peers are verified against.
+    pub ca: String,
+}
+
+/// Edge TLS on a listener: server certificates for external clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeTls {
+    /// Certificates; the one whose DNS names match the client's SNI is used, the first
+    /// one otherwise.
+    pub certificates: Vec<CertPair>,
+}
+
+/// A certificate chain and its key (PEM files).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    /// The leaf's private key.
+    pub key: String,
+}
+
+/// Mesh mutual TLS on a listener.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerMtls {
+    /// Trust domains whose callers are accepted (default: the identity's own).
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+}
+
+/// Mesh mutual TLS towards a cluster's endpoints.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMtls {
+    /// The SPIFFE id (or ids) the endpoints must present.
+    #[serde(default)]
+    pub identity: Option<OneOrMany>,
+    /// Or: any identity of this trust domain.
+    #[serde(default)]
+    pub trust_domain: Option<String>,
 }
 
 /// Trace sampling (the collector is a process setting: `OTEL_EXPORTER_OTLP_ENDPOINT`).
@@ -97,7 +155,7 @@ pub enum Protocol {
 }
 
 /// One listening socket.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// Unique name, used in metrics and logs.
@@ -123,6 +181,12 @@ pub struct Listener {
     /// (default 1h; `0s` never).
     #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,
+    /// Edge TLS for external clients.
+    #[serde(default)]
+    pub tls: Option<EdgeTls>,
+    /// Mesh mutual TLS with the file's `identity` (`true`, or settings).
+    #[serde(default)]
+    pub mtls: Option<Toggle<ListenerMtls>>,
 }
 
 /// Routes that apply to a set of `Host` values.
@@ -146,7 +210,7 @@ pub struct VirtualHost {
 }
 
 /// One route: a match and exactly one of `to`, `redirect` or `respond`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Name for metrics, logs and explain; derived from the match when absent.
@@ -525,6 +589,10 @@ pub struct Cluster {
     /// Below this percentage of healthy endpoints, balance over all of them (default 50).
     #[serde(default)]
     pub panic_threshold: Option<u32>,
+    /// Mesh mutual TLS (over HTTP/2) with the file's `identity`; the endpoints must
+    /// prove the identity given here.
+    #[serde(default)]
+    pub mtls: Option<ClusterMtls>,
 }
 
 /// Per-cluster limits; over one, a request fails at once with 503.

@@ -57,6 +57,10 @@ pub struct ConnCtx {
     pub peer_ip: HeaderValue,
     /// `http` or `https`, as the client connected.
     pub scheme: &'static str,
+    /// The caller's SPIFFE id, on a mesh mutual-TLS listener.
+    pub peer_id: Option<Arc<str>>,
+    /// `x-forwarded-client-cert` for the app, on a mesh mutual-TLS listener.
+    pub xfcc: Option<HeaderValue>,
     /// Where the current state is.
     pub store: Arc<Store>,
     /// The listener's drain signal (tunnels outlive their request and watch it).
@@ -71,6 +75,13 @@ pub struct ConnCtx {
 /// taken for an idle connection.
 #[derive(Debug)]
 pub struct InFlight(Arc<ConnCtx>);
+
+impl InFlight {
+    /// The connection the request came on.
+    pub fn conn(&self) -> &ConnCtx {
+        &self.0
+    }
+}
 
 impl InFlight {
     fn new(ctx: &Arc<ConnCtx>) -> Self {
@@ -419,6 +430,14 @@ async fn forward(
     // so the map grows once, not per insert.
     parts.headers.reserve(5);
     headers::strip_scanned(&mut parts.headers, hop_by_hop, upgrade.as_ref());
+    // Identity headers come only from this proxy: whatever a client sent is dropped,
+    // and a mesh listener tells the app who called.
+    parts.headers.remove(&headers::X_FORWARDED_CLIENT_CERT);
+    if let Some(xfcc) = &ctx.xfcc {
+        parts
+            .headers
+            .insert(headers::X_FORWARDED_CLIENT_CERT.clone(), xfcc.clone());
+    }
     let forwarded_for = headers::add_forwarded_scanned(
         &mut parts.headers,
         hop_by_hop.has_forwarded_for(),

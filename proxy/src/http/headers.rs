@@ -15,6 +15,8 @@ use crate::snapshot::route::{PathMatch, PathRedirect, Redirect};
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `x-forwarded-proto`
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// Envoy's header telling an app which client certificate the proxy verified.
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 /// `x-request-id`
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -80,7 +80,7 @@ enum Protocol {
 }
 
 /// Serves `stream` until the client closes it, or `drain` fires and it has wound down.
-pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, mut drain: Watch) {
+pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, drain: Watch) {
     let detected = tokio::time::timeout(settings.request_headers_timeout, detect(&stream)).await;
     let counters = settings.detection.as_deref();
     let protocol = match detected {
@@ -107,6 +107,42 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ConnCtx>, settings: Settings, mut
             return;
         }
     };
+    serve_io(stream, protocol, ctx, settings, drain).await;
+}
+
+/// Serves a TLS connection: the protocol is the one ALPN chose (`h2`, else HTTP/1.1).
+pub async fn serve_tls<I>(
+    stream: I,
+    alpn: Option<&[u8]>,
+    ctx: Arc<ConnCtx>,
+    settings: Settings,
+    drain: Watch,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let protocol = if alpn == Some(b"h2".as_slice()) {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
+    if let Some(c) = settings.detection.as_deref() {
+        match protocol {
+            Protocol::Http1 => c.http1.increment(1),
+            Protocol::Http2 => c.http2.increment(1),
+        }
+    }
+    serve_io(stream, protocol, ctx, settings, drain).await;
+}
+
+async fn serve_io<I>(
+    stream: I,
+    protocol: Protocol,
+    ctx: Arc<ConnCtx>,
+    settings: Settings,
+    mut drain: Watch,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let idle = settings.idle_timeout.map(|after| Idle {
         after,
         ctx: ctx.clone(),

@@ -9,6 +9,7 @@
 pub mod policy;
 pub mod route;
 pub mod template;
+pub mod tls;
 pub mod translate;
 
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub struct Listener {
     pub address: SocketAddr,
     /// HTTP or TCP.
     pub kind: ListenerKind,
+    /// TLS terminated on accepted connections (`None`: plain TCP).
+    pub tls: Option<tls::ListenerTls>,
 }
 
 /// What a listener does with connections.
@@ -225,4 +228,6 @@ pub struct Cluster {
     /// Percentage of healthy endpoints below which the balancer ignores health and
     /// balances over all of them (Envoy `healthy_panic_threshold`, default 50).
     pub panic_threshold: u32,
+    /// Mesh mutual TLS towards the endpoints (`None`: plain TCP).
+    pub tls: Option<tls::ClusterTls>,
 }

@@ -30,6 +30,7 @@ use super::head::RequestHead;
 use crate::http::{Body, ProxyError};
 use crate::resilience::breaker::{Breaker, Kind};
 use crate::snapshot::UpstreamProtocol;
+use crate::tls::{MaybeTls, MeshAlpn, MeshConnector};
 
 /// How long an idle HTTP/1.1 connection may wait in the pool before it is not reused,
 /// unless the cluster sets its own `idle_timeout`.
@@ -70,6 +71,8 @@ struct Shared {
     /// Most recently idled at the back (taken first), oldest at the front.
     idle: Mutex<VecDeque<Idle>>,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
+    /// Mesh TLS on every connection (`None`: plain TCP).
+    tls: Option<Arc<MeshConnector>>,
 }
 
 #[derive(Debug)]
@@ -96,6 +99,7 @@ impl HttpClient {
         connect_timeout: Duration,
         idle_timeout: Duration,
         counters: ConnectCounters,
+        tls: Option<Arc<MeshConnector>>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -108,6 +112,7 @@ impl HttpClient {
                 counters,
                 idle: Mutex::new(VecDeque::new()),
                 h2: tokio::sync::Mutex::new(None),
+                tls,
             }),
         }
     }
@@ -127,6 +132,11 @@ impl HttpClient {
     /// How long pooled connections may idle.
     pub fn idle_timeout(&self) -> Duration {
         self.shared.idle_timeout
+    }
+
+    /// The mesh TLS its connections use.
+    pub fn tls(&self) -> Option<&Arc<MeshConnector>> {
+        self.shared.tls.as_ref()
     }
 
     /// The protocol this client speaks.
@@ -194,6 +204,11 @@ impl HttpClient {
     /// An upgrade request on a connection of its own, driven by hyper so that the
     /// connection can be taken over after `101 Switching Protocols`.
     async fn send_upgrade(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        if self.shared.tls.is_some() {
+            return Err(ProxyError::UpstreamProtocol(
+                "upgrades are not carried over mesh mutual TLS",
+            ));
+        }
         *req.version_mut() = Version::HTTP_11;
         let io = TokioIo::new(self.shared.dial().await?);
         let (mut sender, conn) = http1::Builder::new()
@@ -224,7 +239,11 @@ impl HttpClient {
             .unwrap_or_else(|| self.shared.host.clone());
         let authority = host.to_str().unwrap_or_default();
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.scheme = Some(if self.shared.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
         parts.authority = Some(
             authority
                 .parse()
@@ -315,7 +334,16 @@ impl Shared {
         }
         let _pending = breaker.try_acquire(Kind::Pending)?;
         let permit = breaker.try_acquire(Kind::Connection)?;
-        let io = TokioIo::new(self.dial().await?);
+        let stream = self.dial().await?;
+        let io = TokioIo::new(match &self.tls {
+            None => MaybeTls::Plain(stream),
+            Some(tls) => MaybeTls::Tls(Box::new(
+                tokio::time::timeout(self.connect_timeout, tls.connect(stream, MeshAlpn::H2))
+                    .await
+                    .map_err(|_| ProxyError::ConnectFailure("TLS handshake timed out".into()))?
+                    .map_err(|e| ProxyError::ConnectFailure(e.into()))?,
+            )),
+        });
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)
@@ -392,6 +420,7 @@ mod tests {
             Duration::from_secs(1),
             POOL_IDLE_TIMEOUT,
             counters,
+            None,
         );
         let shared = client.shared.clone();
         // A connection the upstream closes while it idles at the bottom of the pool.
@@ -481,6 +510,7 @@ mod tests {
                     failed: c("f"),
                     retried: c("r"),
                 },
+                None,
             );
             let req = Request::builder()
                 .uri("/")
@@ -544,6 +574,7 @@ mod tests {
                 failed: c("f"),
                 retried: c("r"),
             },
+            None,
         );
         let req = || {
             Request::builder()
@@ -605,6 +636,7 @@ mod tests {
                     failed: c("f"),
                     retried: c("r"),
                 },
+                None,
             );
             let (conn, _server) = pair(&l).await;
             client.shared.release(conn);

@@ -324,6 +324,7 @@ mod tests {
                 expected_statuses: vec![(200, 300)],
             }),
             panic_threshold: 50,
+            tls: None,
         }
     }
 

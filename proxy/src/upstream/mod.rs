@@ -37,6 +37,7 @@ use self::balance::PeakEwma;
 use self::client::{ConnectCounters, HttpClient};
 use self::outlier::{EjectReason, Ejection, Eligibility, EndpointHealth, HealthView, Outcome};
 use crate::snapshot::{self, Discovery, LbPolicy};
+use crate::tls::MeshConnector;
 
 /// How long the first DNS resolution of a new cluster may take before the snapshot is
 /// applied anyway (the cluster then answers 503 until names resolve).
@@ -96,6 +97,16 @@ pub struct Cluster {
     pub breaker: Arc<crate::resilience::breaker::Breaker>,
     /// Retry budget and retry counters.
     pub retry: crate::resilience::retry::RetryState,
+    /// Mesh TLS towards the endpoints (`None`: plain TCP).
+    pub tls: Option<Arc<MeshConnector>>,
+}
+
+fn same_tls(a: Option<&Arc<MeshConnector>>, b: Option<&Arc<MeshConnector>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
 }
 
 /// Metric handles for endpoint health. Counters for what the cluster does not configure
@@ -197,8 +208,19 @@ impl Cluster {
         prev: Option<&Arc<Cluster>>,
         registry: &Registry,
     ) -> Arc<Cluster> {
+        Self::build_with_tls(config, prev, registry, None).await
+    }
+
+    /// [`Cluster::build`] for a cluster whose connections use mesh TLS through `tls`.
+    pub async fn build_with_tls(
+        config: &snapshot::Cluster,
+        prev: Option<&Arc<Cluster>>,
+        registry: &Registry,
+        tls: Option<Arc<MeshConnector>>,
+    ) -> Arc<Cluster> {
         if let Some(prev) = prev
             && prev.config == *config
+            && same_tls(prev.tls.as_ref(), tls.as_ref())
         {
             return prev.clone();
         }
@@ -224,6 +246,7 @@ impl Cluster {
                 .filter(|p| p.config.limits == config.limits)
                 .map_or_else(|| service::breaker(config, registry), |p| p.breaker.clone()),
             retry: service::retry_state(config, registry),
+            tls,
         });
         let reuse = prev.map(|p| p.endpoints());
         let warmed = tokio::time::timeout(DNS_WARMING_TIMEOUT, cluster.refresh(reuse.as_deref()))
@@ -293,6 +316,7 @@ impl Cluster {
                 .flat_map(|s| s.endpoints.iter())
                 .find_map(|(e, _)| {
                     (e.addr == addr
+                        && same_tls(e.client.tls(), self.tls.as_ref())
                         && e.client.protocol() == self.config.protocol
                         && e.connect_timeout == self.config.connect_timeout
                         && e.client.idle_timeout() == self.config.idle_timeout)
@@ -312,6 +336,7 @@ impl Cluster {
                             self.config.connect_timeout,
                             self.config.idle_timeout,
                             self.counters.clone(),
+                            self.tls.clone(),
                         ),
                         health: EndpointHealth::new(),
                         connect_timeout: self.config.connect_timeout,
@@ -695,6 +720,7 @@ mod tests {
             outlier: None,
             health_check: None,
             panic_threshold: 50,
+            tls: None,
         }
     }
 
@@ -902,6 +928,7 @@ mod tests {
             let reg = Registry::new();
             let cfg = snapshot::Cluster {
                 panic_threshold: *threshold,
+                tls: None,
                 ..detecting(LbPolicy::RoundRobin, two)
             };
             let c = Cluster::build(&cfg, None, &reg).await;

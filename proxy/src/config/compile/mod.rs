@@ -61,7 +61,8 @@ pub fn compile(file: &friendly::File) -> Result<(Resources, Option<SocketAddr>),
 
     let clusters_path = root.key("clusters");
     for (name, c) in &file.clusters {
-        if let Some(cluster) = cx.cluster(name, c, &clusters_path.key(name)) {
+        if let Some(mut cluster) = cx.cluster(name, c, &clusters_path.key(name)) {
+            cluster.transport_socket = cx.cluster_tls(c, file, &clusters_path.key(name));
             out.clusters.push(cluster);
         }
     }
@@ -110,8 +111,9 @@ pub fn compile(file: &friendly::File) -> Result<(Resources, Option<SocketAddr>),
                     access_log: l.access_log.iter().map(access_log).collect(),
                     ..Default::default()
                 };
-                out.listeners
-                    .push(listener(&l.name, addr, names::TCP_PROXY, pack(&proxy)));
+                let mut built = listener(&l.name, addr, names::TCP_PROXY, pack(&proxy));
+                built.filter_chains[0].transport_socket = cx.listener_tls(l, file, &path);
+                out.listeners.push(built);
             }
             friendly::Protocol::Http => {
                 if l.to.is_some() {
@@ -171,12 +173,14 @@ pub fn compile(file: &friendly::File) -> Result<(Resources, Option<SocketAddr>),
                         ..Default::default()
                     });
                 }
-                out.listeners.push(listener(
+                let mut built = listener(
                     &l.name,
                     addr,
                     names::HTTP_CONNECTION_MANAGER,
                     pack(&manager),
-                ));
+                );
+                built.filter_chains[0].transport_socket = cx.listener_tls(l, file, &path);
+                out.listeners.push(built);
                 out.route_configs.push(route::RouteConfiguration {
                     name: l.name.clone(),
                     virtual_hosts: vhosts,
@@ -967,6 +971,7 @@ impl Compiler {
 }
 
 mod policy;
+mod tls;
 
 fn unknown_cluster(name: &str, clusters: &IndexMap<String, friendly::Cluster>) -> String {
     let close = clusters

@@ -173,12 +173,16 @@ impl Translator {
             self.problem(place, "duplicate cluster name");
             return None;
         }
-        if c.transport_socket.is_some() || !c.transport_socket_matches.is_empty() {
+        if !c.transport_socket_matches.is_empty() {
             self.problem(
-                format!("{place}.transport_socket"),
-                "upstream TLS is not supported yet",
+                format!("{place}.transport_socket_matches"),
+                "not supported; set transport_socket",
             );
         }
+        let tls = c
+            .transport_socket
+            .as_ref()
+            .and_then(|t| self.cluster_tls(t, &format!("{place}.transport_socket")));
         if c.load_balancing_policy.is_some() {
             self.problem(
                 format!("{place}.load_balancing_policy"),
@@ -284,7 +288,11 @@ impl Translator {
                 LbPolicy::RoundRobin
             }
         };
-        let protocol = self.upstream_protocol(c, place);
+        // Mesh links speak HTTP/2 (ALPN h2), whatever the protocol options say.
+        let protocol = match tls {
+            Some(_) => UpstreamProtocol::Http2,
+            None => self.upstream_protocol(c, place),
+        };
         let (limits, outlier, health_check, panic_threshold) = self.cluster_policies(c, place);
         let idle_timeout = self.upstream_idle_timeout(c, place);
         Some(Cluster {
@@ -311,6 +319,7 @@ impl Translator {
             outlier,
             health_check,
             panic_threshold,
+            tls,
         })
     }
 
@@ -433,12 +442,18 @@ impl Translator {
             return None;
         }
         let chain = &l.filter_chains[0];
-        if chain.filter_chain_match.is_some() || chain.transport_socket.is_some() {
+        if chain.filter_chain_match.is_some() {
             self.problem(
-                format!("{place}.filter_chains[0]"),
-                "filter_chain_match and transport_socket (TLS) are not supported yet",
+                format!("{place}.filter_chains[0].filter_chain_match"),
+                "not supported yet",
             );
         }
+        let tls = match &chain.transport_socket {
+            Some(t) => {
+                Some(self.listener_tls(t, &format!("{place}.filter_chains[0].transport_socket"))?)
+            }
+            None => None,
+        };
         if !l.listener_filters.is_empty() {
             self.problem(
                 format!("{place}.listener_filters"),
@@ -475,6 +490,7 @@ impl Translator {
             name: Arc::from(l.name.as_str()),
             address,
             kind,
+            tls,
         })
     }
 
@@ -1338,5 +1354,7 @@ pub use route::{select_route, select_vhost};
 
 mod observe;
 mod policy;
+mod tls;
+pub use self::tls::TLS_TRANSPORT_SOCKET;
 #[cfg(test)]
 mod tests;

@@ -966,6 +966,7 @@ impl Compiler {
     }
 }
 
+pub mod authz;
 mod policy;
 
 fn unknown_cluster(name: &str, clusters: &IndexMap<String, friendly::Cluster>) -> String {

@@ -970,6 +970,7 @@ impl Compiler {
     }
 }
 
+pub mod authz;
 mod policy;
 mod tls;
 

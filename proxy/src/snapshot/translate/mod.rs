@@ -1352,6 +1352,7 @@ pub fn parse_domain(d: &str) -> Result<Domain, String> {
 /// Re-exported for the data path: the route module's decision functions.
 pub use route::{select_route, select_vhost};
 
+pub(crate) mod authz;
 mod observe;
 mod policy;
 mod tls;

@@ -17,6 +17,7 @@
 //! - [`proxy`]: a running proxy assembled from the above (what `weft run` starts).
 
 pub mod admin;
+pub mod authn;
 pub mod config;
 pub mod demo;
 pub mod drain;

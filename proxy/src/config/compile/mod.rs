@@ -966,6 +966,7 @@ impl Compiler {
     }
 }
 
+mod authn;
 mod policy;
 
 fn unknown_cluster(name: &str, clusters: &IndexMap<String, friendly::Cluster>) -> String {

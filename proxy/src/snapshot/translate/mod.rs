@@ -1336,6 +1336,7 @@ pub fn parse_domain(d: &str) -> Result<Domain, String> {
 /// Re-exported for the data path: the route module's decision functions.
 pub use route::{select_route, select_vhost};
 
+mod authn;
 mod observe;
 mod policy;
 #[cfg(test)]

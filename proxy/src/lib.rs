@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod authn;
 pub mod config;
 pub mod demo;
 pub mod drain;

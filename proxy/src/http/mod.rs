@@ -9,6 +9,7 @@
 //! - [`error`]: the one mapping from failure causes to responses.
 
 pub mod body;
+pub mod cors;
 pub mod error;
 pub mod handler;
 pub mod headers;

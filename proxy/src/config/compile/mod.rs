@@ -971,6 +971,7 @@ impl Compiler {
 }
 
 pub mod authz;
+mod authn;
 mod policy;
 mod tls;
 

@@ -1353,6 +1353,7 @@ pub fn parse_domain(d: &str) -> Result<Domain, String> {
 pub use route::{select_route, select_vhost};
 
 pub(crate) mod authz;
+mod authn;
 mod observe;
 mod policy;
 mod tls;

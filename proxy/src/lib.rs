@@ -17,8 +17,8 @@
 //! - [`proxy`]: a running proxy assembled from the above (what `weft run` starts).
 
 pub mod admin;
-pub mod authz;
 pub mod authn;
+pub mod authz;
 pub mod config;
 pub mod demo;
 pub mod drain;

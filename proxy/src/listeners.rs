@@ -241,6 +241,7 @@ async fn accept_loop(
     // Connections are tracked so that a stopped listener can wait for them to drain.
     let connections = TaskTracker::new();
     let drain = Drain::new();
+    let local_port = socket.local_addr().map_or(configured.port(), |a| a.port());
     loop {
         let accepted = tokio::select! {
             // Biased: once stopped, this loop accepts nothing more, even with a
@@ -273,6 +274,7 @@ async fn accept_loop(
                     peer,
                     peer_ip: crate::http::headers::client_ip_value(peer.ip()),
                     scheme: "http",
+                    local_port,
                     peer_id: None,
                     xfcc: None,
                     store: store.clone(),

@@ -45,6 +45,8 @@ pub struct State {
     pub route_policies: Vec<RoutePolicies>,
     /// Certificate stores, listener acceptors and cluster connectors.
     pub tls: crate::tls::TlsRuntime,
+    /// Authentication and authorization counters per listener index.
+    pub security: Vec<crate::http::security::SecurityStats>,
 }
 
 /// The run-time state of a route's rate limit and fault injection. Rebuilt with every
@@ -171,6 +173,11 @@ impl State {
                 };
             }
         }
+        let security = snapshot
+            .listeners
+            .iter()
+            .map(|l| crate::http::security::SecurityStats::new(registry, &l.name))
+            .collect();
         Ok(State {
             version,
             snapshot: Arc::new(snapshot),
@@ -183,6 +190,7 @@ impl State {
             tcp_stats,
             route_policies,
             tls,
+            security,
         })
     }
 }

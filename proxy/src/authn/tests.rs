@@ -1083,6 +1083,7 @@ allow_credentials: true
                         jwks_source_specifier: local(data_source::Specifier::InlineString(
                             shop_jwks.into(),
                         )),
+                        payload_in_metadata: "jwt_payload".into(),
                         ..Default::default()
                     },
                 ),
@@ -1093,6 +1094,7 @@ allow_credentials: true
                         jwks_source_specifier: local(data_source::Specifier::Filename(
                             partner_file.into(),
                         )),
+                        payload_in_metadata: "jwt_payload".into(),
                         ..Default::default()
                     },
                 ),

@@ -187,6 +187,15 @@ pub struct Listener {
     /// Mesh mutual TLS with the file's `identity` (`true`, or settings).
     #[serde(default)]
     pub mtls: Option<Toggle<ListenerMtls>>,
+    /// Authorization rules (HTTP listeners).
+    #[serde(default)]
+    pub authz: Option<super::compile::authz::AuthzSpec>,
+    /// How request paths are normalised before routing and authorization (HTTP).
+    #[serde(default)]
+    pub path_normalization: Option<super::compile::authz::PathNormalizationSpec>,
+    /// JWT issuers whose tokens routes may require (HTTP).
+    #[serde(default)]
+    pub jwt_providers: IndexMap<String, super::compile::JwtProviderSpec>,
 }
 
 /// Routes that apply to a set of `Host` values.
@@ -250,6 +259,13 @@ pub struct Route {
     /// Fault injection (delays and aborts), for chaos tests.
     #[serde(default)]
     pub fault: Option<Fault>,
+    /// A JWT this route requires (a provider's name, `{ any_of: [..] }`, or
+    /// `{ provider, allow_missing }`).
+    #[serde(default)]
+    pub jwt: Option<super::compile::JwtRouteSpec>,
+    /// CORS for browsers calling this route from other origins.
+    #[serde(default)]
+    pub cors: Option<super::compile::CorsSpec>,
 }
 
 /// `false` (off), `true` (the defaults) or settings.

@@ -38,6 +38,12 @@ pub enum ProxyError {
     RateLimited(RateLimitInfo),
     /// Fault injection answered instead of the upstream.
     FaultAbort(crate::snapshot::policy::Abort),
+    /// The route requires a JWT and the request has none or a bad one; carries the
+    /// `www-authenticate` value.
+    Unauthenticated(crate::authn::AuthnError, HeaderValue),
+    /// An authorization rule (or the listener's default) denied the request. Which one
+    /// is named in the access log, never in the response.
+    Forbidden,
 }
 
 /// What a rate-limited response tells the client (IETF `RateLimit` header draft 03).
@@ -69,6 +75,8 @@ impl ProxyError {
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
             Self::FaultAbort(Abort::Grpc(_)) => StatusCode::OK,
+            Self::Unauthenticated(..) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -87,6 +95,8 @@ impl ProxyError {
             Self::Overflow(_) => "upstream-overflow",
             Self::RateLimited(_) => "rate-limited",
             Self::FaultAbort(_) => "fault-injected",
+            Self::Unauthenticated(..) => "unauthenticated",
+            Self::Forbidden => "forbidden",
         }
     }
 
@@ -104,6 +114,10 @@ impl ProxyError {
             Self::Overflow(_) => "UO",
             Self::RateLimited(_) => "RL",
             Self::FaultAbort(_) => "FI",
+            // Envoy marks local authentication and authorization refusals with UAEX
+            // (its external-authorization flag) only for ext_authz; its jwt_authn and
+            // RBAC filters set no flag: the status code says it.
+            Self::Unauthenticated(..) | Self::Forbidden => "-",
         }
     }
 
@@ -131,6 +145,9 @@ impl ProxyError {
                     h.insert("x-ratelimit-reset", HeaderValue::from(info.reset_secs));
                 }
             }
+            Self::Unauthenticated(_, challenge) => {
+                h.insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+            }
             Self::FaultAbort(Abort::Grpc(code)) => {
                 h.insert(
                     http::header::CONTENT_TYPE,
@@ -156,7 +173,8 @@ impl ProxyError {
             Self::FaultAbort(Abort::Grpc(code)) => *code,
             Self::NoRoute => 12,
             Self::BadRequest(_) | Self::DownstreamReset(_) => 13,
-            Self::UpgradeRejected(_) => 7,
+            Self::UpgradeRejected(_) | Self::Forbidden => 7,
+            Self::Unauthenticated(..) => 16,
             _ => 14,
         }
     }
@@ -177,11 +195,17 @@ impl ProxyError {
             h.insert("grpc-message", v);
         }
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
-        if let Self::RateLimited(info) = &self {
-            h.insert(
-                http::header::RETRY_AFTER,
-                HeaderValue::from(info.reset_secs),
-            );
+        match &self {
+            Self::RateLimited(info) => {
+                h.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(info.reset_secs),
+                );
+            }
+            Self::Unauthenticated(_, challenge) => {
+                h.insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            _ => {}
         }
         stamp_date(h);
         resp
@@ -218,6 +242,8 @@ impl fmt::Display for ProxyError {
             Self::Overflow(which) => write!(f, "upstream overflow: {which} limit reached"),
             Self::RateLimited(_) => f.write_str("local rate limit exceeded"),
             Self::FaultAbort(_) => f.write_str("fault filter abort"),
+            Self::Unauthenticated(e, _) => write!(f, "{e}"),
+            Self::Forbidden => f.write_str("RBAC: access denied"),
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct ConnCtx {
     pub peer_ip: HeaderValue,
     /// `http` or `https`, as the client connected.
     pub scheme: &'static str,
+    /// The port the connection arrived on (the listener's bound port).
+    pub local_port: u16,
     /// The caller's SPIFFE id, on a mesh mutual-TLS listener.
     pub peer_id: Option<Arc<str>>,
     /// `x-forwarded-client-cert` for the app, on a mesh mutual-TLS listener.
@@ -102,7 +104,7 @@ impl Drop for InFlight {
 /// Handles one request; never fails (failures are responses).
 pub async fn handle(
     ctx: Arc<ConnCtx>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let in_flight = InFlight::new(&ctx);
@@ -119,7 +121,9 @@ pub async fn handle(
     let ListenerKind::Http(http) = &listener.kind else {
         return Ok(ProxyError::NoRoute.into_response());
     };
-    let checked = checked_authority(&req);
+    // Routing, authorization and the upstream all see the normalised path.
+    let normalised = super::security::normalise_path(&mut req, http.path_options);
+    let checked = normalised.and_then(|()| checked_authority(&req));
     let observe = &state.observe[li];
     // Strings for a log record or a span are copied only when something will use them.
     let mut detail = (!observe.logs.is_empty() || observe.tracing.is_some()).then(|| {
@@ -180,6 +184,46 @@ pub async fn handle(
     };
     if let Some(d) = &mut detail {
         d.route = route.name.clone();
+    }
+    let mut passed = super::security::Passed::default();
+    if http.authz.is_some() || http.jwt.is_some() || route.cors.is_some() {
+        let gate = super::security::check(
+            http,
+            route,
+            &mut req,
+            ctx.peer_id.as_deref(),
+            ctx.local_port,
+            &state.security[li],
+            detail.as_deref_mut(),
+        );
+        let refused = match gate {
+            super::security::Gate::Pass(p) => {
+                passed = p;
+                None
+            }
+            super::security::Gate::Answer(resp) => Some((resp, "-")),
+            super::security::Gate::Refuse(e) => {
+                let flag = e.response_flag();
+                Some((local_reply(e, protocol), flag))
+            }
+        };
+        if let Some((resp, flags)) = refused {
+            let Some(stats) = state.route_stats.get(route.id).and_then(|s| s.first()) else {
+                return Ok(resp);
+            };
+            let exchange = Exchange {
+                started,
+                stats: stats.clone(),
+                protocol,
+                status: resp.status().as_u16(),
+                flags,
+                grpc_status: None,
+                request_bytes: None,
+                detail,
+                in_flight: Some(in_flight),
+            };
+            return Ok(observed(resp, exchange));
+        }
     }
     let mut request_bytes = None;
     let mut local_error = false;
@@ -262,6 +306,7 @@ pub async fn handle(
         vhost.response_headers.apply(resp.headers_mut());
         route.response_headers.apply(resp.headers_mut());
     }
+    super::security::decorate(route, &passed, resp.headers_mut());
     let Some(stats) = state.route_stats.get(route.id).and_then(|s| s.get(backend)) else {
         return Ok(resp);
     };

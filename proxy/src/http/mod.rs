@@ -13,6 +13,7 @@ pub mod cors;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod security;
 pub mod server;
 pub mod upgrade;
 

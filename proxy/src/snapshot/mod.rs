@@ -83,6 +83,12 @@ pub enum ListenerKind {
 /// An HTTP connection manager: virtual hosts and connection-level settings.
 #[derive(Debug)]
 pub struct HttpListener {
+    /// Authorization rules (`None`: everything allowed).
+    pub authz: Option<Arc<crate::authz::Policy>>,
+    /// How request paths are normalised before routing and authorization.
+    pub path_options: crate::authz::PathOptions,
+    /// JWT providers routes may require.
+    pub jwt: Option<Arc<crate::authn::JwtConfig>>,
     /// Name of the route configuration (for explain and config dumps).
     pub route_config: Arc<str>,
     /// Virtual hosts, selected by `Host`.

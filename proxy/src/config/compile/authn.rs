@@ -46,14 +46,6 @@
 //!   domain itself; `*` is any origin and cannot be combined with `allow_credentials`,
 //!   which would let every site make credentialed calls; `null` is refused.
 
-// Until the listener and route compilers call into this module and `friendly.rs`
-// names these types (through a re-export), they are unused outside tests.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "wired into compile/mod.rs separately")
-)]
-#![expect(unreachable_pub, reason = "re-exported for friendly.rs when wired in")]
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -372,6 +364,8 @@ impl Compiler {
             forward: spec.forward,
             clock_skew_seconds,
             claim_to_headers,
+            // Where Envoy puts the verified claims for authorization rules to read.
+            payload_in_metadata: crate::snapshot::translate::JWT_PAYLOAD_KEY.to_owned(),
             jwks_source_specifier: Some(jwt_provider::JwksSourceSpecifier::LocalJwks(DataSource {
                 specifier,
                 ..Default::default()

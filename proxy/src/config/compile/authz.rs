@@ -48,10 +48,6 @@
 //! connection manager's `normalize_path` (always on), `merge_slashes` and
 //! `path_with_escaped_slashes_action`, all written out even when defaulted.
 
-// Until the friendly compiler calls `compile_authz` and `compile_path_options` (wired in
-// separately); remove then.
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet};
 
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;

@@ -92,6 +92,15 @@ pub fn compile(file: &friendly::File) -> Result<(Resources, Option<SocketAddr>),
         let addr = addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         match l.protocol {
             friendly::Protocol::Tcp => {
+                for (key, set) in [
+                    ("authz", l.authz.is_some()),
+                    ("path_normalization", l.path_normalization.is_some()),
+                    ("jwt_providers", !l.jwt_providers.is_empty()),
+                ] {
+                    if set {
+                        cx.problem(path.key(key), "applies to HTTP listeners only");
+                    }
+                }
                 if !l.routes.is_empty() || !l.virtual_hosts.is_empty() {
                     cx.problem(
                         path.key("routes"),
@@ -150,9 +159,25 @@ pub fn compile(file: &friendly::File) -> Result<(Resources, Option<SocketAddr>),
                     .iter()
                     .flat_map(|v| v.routes.iter().cloned())
                     .collect();
-                let mut filters = policy::policy_filters(&all_routes);
+                // Order: CORS (a preflight needs no token), JWT (claims for the rules),
+                // authorization, then rate limits and faults, then the router.
+                let mut filters = Vec::new();
+                if friendly_routes(l, &path).any(|(_, r)| r.cors.is_some()) {
+                    filters.push(authn::cors_filter());
+                }
+                let jwt_routes: Vec<(YamlPath, &JwtRouteSpec)> = friendly_routes(l, &path)
+                    .filter_map(|(rp, r)| r.jwt.as_ref().map(|j| (rp.key("jwt"), j)))
+                    .collect();
+                if let Some(f) = cx.jwt_filter(&l.jwt_providers, &jwt_routes, &path) {
+                    filters.push(f);
+                }
+                if let Some(a) = &l.authz {
+                    filters.extend(cx.compile_authz(a, &path.key("authz")));
+                }
+                filters.extend(policy::policy_filters(&all_routes));
                 filters.append(&mut manager.http_filters);
                 manager.http_filters = filters;
+                authz::compile_path_options(l.path_normalization.as_ref(), &mut manager);
                 if let Some(idle) = l.idle_timeout {
                     manager.common_http_protocol_options = Some(HttpCoreOptions {
                         idle_timeout: Some(proto_duration(idle)),
@@ -311,7 +336,18 @@ impl Compiler {
             };
             let matcher = self.route_match(&r.matches, &p.key("match"));
             let mut action = self.route_action(r, file, &p);
-            let (typed_per_filter_config, rate_limits) = self.route_filters(r, &name, &p);
+            let (mut typed_per_filter_config, rate_limits) = self.route_filters(r, &name, &p);
+            if let Some(jwt) = &r.jwt {
+                typed_per_filter_config.insert(
+                    crate::authn::FILTER_NAME.to_owned(),
+                    authn::jwt_route_config(jwt),
+                );
+            }
+            if let Some(cors) = &r.cors
+                && let Some(any) = self.cors_route_config(cors, &p.key("cors"))
+            {
+                typed_per_filter_config.insert(crate::http::cors::FILTER_NAME.to_owned(), any);
+            }
             let mut request_body_buffer_limit = None;
             match &mut action {
                 Some(route::route::Action::Route(a)) => {
@@ -970,10 +1006,33 @@ impl Compiler {
     }
 }
 
-pub mod authz;
 mod authn;
+pub mod authz;
+pub use self::authn::{CorsSpec, JwksSpec, JwtProviderSpec, JwtRouteSpec, JwtRule};
 mod policy;
 mod tls;
+
+/// A listener's routes with their YAML paths (`path` is the listener's).
+fn friendly_routes<'l>(
+    l: &'l friendly::Listener,
+    path: &YamlPath,
+) -> impl Iterator<Item = (YamlPath, &'l friendly::Route)> + 'l {
+    let base = path.clone();
+    let direct = l
+        .routes
+        .iter()
+        .enumerate()
+        .map(move |(i, r)| (base.key("routes").index(i), r));
+    let base = path.clone();
+    let hosted = l.virtual_hosts.iter().enumerate().flat_map(move |(v, vh)| {
+        let base = base.clone();
+        vh.routes
+            .iter()
+            .enumerate()
+            .map(move |(i, r)| (base.key("virtual_hosts").index(v).key("routes").index(i), r))
+    });
+    direct.chain(hosted)
+}
 
 fn unknown_cluster(name: &str, clusters: &IndexMap<String, friendly::Cluster>) -> String {
     let close = clusters

@@ -174,6 +174,10 @@ pub struct Route {
     pub rate_limit: Option<super::policy::RateLimit>,
     /// Fault injection, applied before the action (`None`: none).
     pub fault: Option<super::policy::Fault>,
+    /// The JWT this route requires (`None`: none).
+    pub jwt: Option<Arc<crate::authn::Requirement>>,
+    /// CORS for cross-origin browser calls (`None`: no CORS headers).
+    pub cors: Option<Arc<crate::http::cors::CorsPolicy>>,
 }
 
 /// All conditions a request must meet.

@@ -577,6 +577,8 @@ fn select_route_takes_the_first_match() {
         response_headers: HeaderOps::default(),
         rate_limit: None,
         fault: None,
+        jwt: None,
+        cors: None,
     };
     let mut vh = vhost("v", &["*"]);
     vh.routes = vec![

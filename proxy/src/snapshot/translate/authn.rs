@@ -15,13 +15,6 @@
 //! CORS: the per-route `CorsPolicy` of the `cors` filter; origins are string matchers,
 //! and one that matches the literal `*` allows every origin, as in Envoy.
 
-// Until the listener and route translation call into this module, it is unused outside
-// tests.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "wired into translate/mod.rs separately")
-)]
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,7 +208,13 @@ impl Translator {
                 !p.forward_payload_header.is_empty(),
                 "forward_payload_header",
             ),
-            (!p.payload_in_metadata.is_empty(), "payload_in_metadata"),
+            // The verified payload is what authorization rules on claims read (Envoy
+            // finds it in metadata under this key).
+            (
+                !p.payload_in_metadata.is_empty()
+                    && p.payload_in_metadata != super::authz::JWT_PAYLOAD_KEY,
+                "payload_in_metadata (only \"jwt_payload\", which authorization rules on claims read)",
+            ),
             (
                 p.normalize_payload_in_metadata.is_some(),
                 "normalize_payload_in_metadata",

@@ -80,10 +80,6 @@
 //! (a different path for matching and forwarding) is refused: Weft forwards the path it
 //! matched.
 
-// Until the connection manager translation calls `rbac_filters` and `path_options`
-// (wired in separately); remove then.
-#![allow(dead_code)]
-
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::rbac::v3::{
@@ -114,7 +110,7 @@ pub(crate) const RBAC_FILTER: &str = "envoy.filters.http.rbac";
 pub(crate) const JWT_AUTHN_FILTER: &str = "envoy.filters.http.jwt_authn";
 /// The key under which `jwt_authn` puts a verified token's payload in its dynamic
 /// metadata (its providers' `payload_in_metadata`); claim matchers read below it.
-pub(crate) const JWT_PAYLOAD_KEY: &str = "jwt_payload";
+pub const JWT_PAYLOAD_KEY: &str = "jwt_payload";
 
 /// One RBAC filter's rules, as [`Translator::rbac_filter`] reads them; [`combine`] makes
 /// a listener's policy of all of them.

@@ -561,6 +561,19 @@ impl Translator {
                     .and_then(|a| self.unpack::<envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault>(a, &fplace))
                     // An empty fault filter config is the usual way to enable it per route.
                     .filter(|f| f.delay.is_some() || f.abort.is_some());
+            } else if authz::is_rbac(f) {
+                // Read together below: deny and allow filters make one policy.
+            } else if f.name == crate::authn::FILTER_NAME
+                || type_is("envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication")
+            {
+                self.filter_defaults.jwt = typed
+                    .and_then(|a| self.unpack::<envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::JwtAuthentication>(a, &fplace))
+                    .and_then(|c| self.jwt_authn(&c, &fplace))
+                    .map(Arc::new);
+            } else if f.name == crate::http::cors::FILTER_NAME
+                || type_is("envoy.extensions.filters.http.cors.v3.Cors")
+            {
+                self.filter_defaults.cors_filter = true;
             } else if !is_router && !f.is_optional {
                 self.problem(
                     format!("{place}.http_filters[{i}]"),
@@ -598,8 +611,13 @@ impl Translator {
                 return None;
             }
         };
+        let authz = self.rbac_filters(&m.http_filters, place).map(Arc::new);
+        let path_options = self.path_options(m, place);
         let virtual_hosts = self.route_configuration(rc, &upgrades, &rc_place);
         Some(HttpListener {
+            authz,
+            path_options,
+            jwt: self.filter_defaults.jwt.clone(),
             route_config: Arc::from(rc.name.as_str()),
             virtual_hosts,
             request_headers_timeout: m
@@ -766,7 +784,7 @@ impl Translator {
             Some(pb_route::route::Action::Route(a)) if !a.rate_limits.is_empty() => &a.rate_limits,
             _ => &vh.rate_limits,
         };
-        let (rate_limit, fault) = self.route_filters(&per_filter, actions, place);
+        let filters = self.route_filters(&per_filter, actions, place);
         let id = self.snapshot.route_count;
         self.snapshot.route_count += 1;
         let name = if r.name.is_empty() {
@@ -781,8 +799,10 @@ impl Translator {
             action,
             request_headers,
             response_headers,
-            rate_limit,
-            fault,
+            rate_limit: filters.ratelimit,
+            fault: filters.fault,
+            jwt: filters.jwt,
+            cors: filters.cors,
         })
     }
 
@@ -1352,11 +1372,12 @@ pub fn parse_domain(d: &str) -> Result<Domain, String> {
 /// Re-exported for the data path: the route module's decision functions.
 pub use route::{select_route, select_vhost};
 
-pub(crate) mod authz;
 mod authn;
+pub(crate) mod authz;
 mod observe;
 mod policy;
 mod tls;
+pub use self::authz::JWT_PAYLOAD_KEY;
 pub use self::tls::TLS_TRANSPORT_SOCKET;
 #[cfg(test)]
 mod tests;

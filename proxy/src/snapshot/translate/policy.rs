@@ -36,6 +36,8 @@ const ENVOY_MAX_RETRIES: u32 = 3;
 
 /// Largest request body a retry policy may hold for replay.
 pub(super) const MAX_REPLAY_LIMIT: usize = 16 << 20;
+use std::sync::Arc;
+
 use super::{Translator, duration, parse_header_name};
 
 /// Listener-wide filter configs: what a route without its own per-filter config gets.
@@ -47,6 +49,23 @@ pub(super) struct FilterDefaults {
     pub fault_filter: bool,
     /// The filter's own config.
     pub fault: Option<HttpFault>,
+    /// The connection manager's JWT providers and named requirements.
+    pub jwt: Option<Arc<crate::authn::JwtConfig>>,
+    /// The connection manager has a CORS filter.
+    pub cors_filter: bool,
+}
+
+/// A route's per-filter policies.
+#[derive(Debug, Default)]
+pub(super) struct RouteFilters {
+    /// Local rate limit.
+    pub ratelimit: Option<RateLimit>,
+    /// Fault injection.
+    pub fault: Option<Fault>,
+    /// The JWT the route requires.
+    pub jwt: Option<Arc<crate::authn::Requirement>>,
+    /// CORS.
+    pub cors: Option<Arc<crate::http::cors::CorsPolicy>>,
 }
 
 impl Translator {
@@ -219,10 +238,12 @@ impl Translator {
         per_filter: &std::collections::HashMap<String, Any>,
         actions: &[pb_route::RateLimit],
         place: &str,
-    ) -> (Option<RateLimit>, Option<Fault>) {
+    ) -> RouteFilters {
         let defaults = self.filter_defaults.clone();
         let mut ratelimit = None;
         let mut fault = defaults.fault.clone();
+        let mut jwt = None;
+        let mut cors = None;
         for (key, any) in per_filter {
             let fplace = format!("{place}.typed_per_filter_config[{key:?}]");
             match key.as_str() {
@@ -238,6 +259,25 @@ impl Translator {
                     }
                     fault = self.unpack::<HttpFault>(any, &fplace);
                 }
+                crate::authn::FILTER_NAME => {
+                    let Some(config) = &defaults.jwt else {
+                        self.problem(&fplace, "the listener has no jwt_authn HTTP filter");
+                        continue;
+                    };
+                    jwt = self
+                        .unpack::<envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::PerRouteConfig>(any, &fplace)
+                        .and_then(|c| self.jwt_per_route(&c, config, &fplace))
+                        .flatten();
+                }
+                crate::http::cors::FILTER_NAME => {
+                    if !defaults.cors_filter {
+                        self.problem(&fplace, "the listener has no cors HTTP filter");
+                    }
+                    cors = self
+                        .unpack::<envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy>(any, &fplace)
+                        .and_then(|c| self.cors_policy(&c, &fplace))
+                        .map(Arc::new);
+                }
                 _ => self.problem(&fplace, "no such HTTP filter in Weft"),
             }
         }
@@ -249,7 +289,12 @@ impl Translator {
             )
         });
         let fault = fault.and_then(|f| self.fault(&f, &format!("{place}.{}", filters::FAULT)));
-        (ratelimit, fault)
+        RouteFilters {
+            ratelimit,
+            fault,
+            jwt,
+            cors,
+        }
     }
 
     fn local_ratelimit(

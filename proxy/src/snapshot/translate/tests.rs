@@ -892,7 +892,7 @@ fn problem_table() {
                 m.http_filters.insert(
                     0,
                     hcm::HttpFilter {
-                        name: "envoy.filters.http.jwt_authn".to_owned(),
+                        name: "envoy.filters.http.ext_authz".to_owned(),
                         ..Default::default()
                     },
                 );
@@ -905,7 +905,7 @@ fn problem_table() {
                 );
             },
             r#"Listener "edge".filter_chains[0].filters[0].http_filters[0]"#,
-            r#"unsupported HTTP filter "envoy.filters.http.jwt_authn""#,
+            r#"unsupported HTTP filter "envoy.filters.http.ext_authz""#,
         ),
         (
             "two filter chains",
@@ -1177,11 +1177,11 @@ fn problem_table() {
             "per-route config of an unknown filter",
             |r| {
                 first_route(r).typed_per_filter_config.insert(
-                    "envoy.filters.http.cors".to_owned(),
+                    "envoy.filters.http.ext_authz".to_owned(),
                     pack(&pb::RetryPolicy::default()),
                 );
             },
-            r#"RouteConfiguration "edge".virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.cors"]"#,
+            r#"RouteConfiguration "edge".virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.ext_authz"]"#,
             "no such HTTP filter in Weft",
         ),
         (

@@ -23,6 +23,9 @@ pub const OUTCOMES: &[&str] = &[
     "bad_eku",
     "protocol",
     "peer_refused",
+    // The handshake did not finish within the listener's header timeout (counted by the
+    // caller, which owns the timer).
+    "timeout",
     "other",
 ];
 

@@ -169,6 +169,36 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = {
             "Faults injected, per route: delay or abort.",
         ),
         (
+            TLS_HANDSHAKES_TOTAL,
+            Kind::Counter,
+            "TLS handshakes, by side, listener or cluster, and outcome (ok or why it failed).",
+        ),
+        (
+            TLS_CERT_EXPIRY_SECONDS,
+            Kind::Gauge,
+            "Seconds until the certificate from this source expires (negative: expired).",
+        ),
+        (
+            TLS_CERT_LOADS_TOTAL,
+            Kind::Counter,
+            "Certificate loads, by source and outcome (ok, rejected: the previous one kept).",
+        ),
+        (
+            TLS_CERT_EXPIRING_TOTAL,
+            Kind::Counter,
+            "Times a certificate was found close to expiry, by source.",
+        ),
+        (
+            AUTHZ_DECISIONS_TOTAL,
+            Kind::Counter,
+            "Authorization decisions, by listener, decision and the rule that decided.",
+        ),
+        (
+            JWT_AUTHN_TOTAL,
+            Kind::Counter,
+            "JWT authentication outcomes, by listener, route and outcome.",
+        ),
+        (
             CLUSTER_ENDPOINTS,
             Kind::Gauge,
             "Endpoints currently known per cluster.",

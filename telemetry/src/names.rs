@@ -80,7 +80,8 @@ pub const HEALTH_CHECKS_TOTAL: &str = "weft_health_checks_total";
 pub const ENDPOINTS_UNHEALTHY: &str = "weft_endpoints_unhealthy";
 /// TLS handshakes, by `side` (`server`, `client`), `listener` or `cluster` (the other is
 /// empty) and `outcome` (`ok`, or why it failed: `no_client_cert`, `unknown_ca`,
-/// `bad_identity`, `expired`, `not_yet_valid`, `bad_eku`, `protocol`, `other`).
+/// `bad_identity`, `expired`, `not_yet_valid`, `bad_eku`, `protocol`, `peer_refused`
+/// (the peer sent an alert: it refused us), `timeout`, `other`).
 pub const TLS_HANDSHAKES_TOTAL: &str = "weft_tls_handshakes_total";
 /// Seconds until the workload (or serving) certificate expires, per `source`.
 pub const TLS_CERT_EXPIRY_SECONDS: &str = "weft_tls_cert_expiry_seconds";

@@ -26,6 +26,10 @@ use crate::snapshot::{HttpListener, Route};
 /// the upstream see). A path that cannot be normalised (bad escapes, control bytes, an
 /// escaped slash where the listener rejects them) is a 400.
 pub fn normalise_path<B>(req: &mut Request<B>, opts: authz::PathOptions) -> Result<(), ProxyError> {
+    // `CONNECT host:port` and `OPTIONS *` have no path to normalise.
+    if !req.uri().path().starts_with('/') {
+        return Ok(());
+    }
     let normal = match authz::normalise(req.uri().path(), opts) {
         Ok(Cow::Borrowed(_)) => return Ok(()),
         Ok(Cow::Owned(p)) => p,

@@ -189,3 +189,5 @@ fn yaml_problem(e: &serde_saphyr::Error) -> Problem {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -11,14 +11,14 @@ use crate::snapshot::{Action, ListenerKind};
 
 const SHOP: &str = include_str!("../../../deploy/examples/shop.yaml");
 
-fn load(text: &str) -> Loaded {
+pub(super) fn load(text: &str) -> Loaded {
     match load_str(text, "test.yaml") {
         Ok(l) => l,
         Err(e) => panic!("{e}"),
     }
 }
 
-fn problems(text: &str) -> Vec<Problem> {
+pub(super) fn problems(text: &str) -> Vec<Problem> {
     match load_str(text, "test.yaml") {
         Ok(_) => panic!("accepted:\n{text}"),
         Err(e) => e.problems().to_vec(),

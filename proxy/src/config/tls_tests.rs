@@ -4,22 +4,8 @@
 
 use std::path::PathBuf;
 
-use super::*;
+use super::tests::{load, problems};
 use crate::snapshot::tls::{CertFiles, ClusterTls, ListenerTls, PeerIds};
-
-fn load(text: &str) -> Loaded {
-    match load_str(text, "test.yaml") {
-        Ok(l) => l,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn problems(text: &str) -> Vec<Problem> {
-    match load_str(text, "test.yaml") {
-        Ok(_) => panic!("accepted:\n{text}"),
-        Err(e) => e.problems().to_vec(),
-    }
-}
 
 const SECURED: &str = "\
 identity: { cert: id/cert.pem, key: id/key.pem, ca: id/ca.pem }

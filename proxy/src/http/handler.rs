@@ -140,18 +140,10 @@ pub async fn handle(
         Ok(h) => h,
         Err(err) => {
             // Counted and logged like a request no route took: it never reached one.
-            let exchange = Exchange {
-                started,
-                stats: state.no_route_stats[li].clone(),
-                protocol,
-                status: err.status().as_u16(),
-                flags: err.response_flag(),
-                grpc_status: None,
-                request_bytes: None,
-                detail,
-                in_flight: Some(in_flight),
-            };
-            return Ok(observed(local_reply(err, protocol), exchange));
+            let stats = &state.no_route_stats[li];
+            return Ok(answer_locally(
+                started, stats, protocol, err, detail, in_flight,
+            ));
         }
     };
     let selected = {
@@ -167,20 +159,11 @@ pub async fn handle(
             .and_then(|vh| route::select_route(vh, &view).map(|r| (vh, r)))
     };
     let Some((vhost, route)) = selected else {
+        let stats = &state.no_route_stats[li];
         let err = ProxyError::NoRoute;
-        let flags = err.response_flag();
-        let exchange = Exchange {
-            started,
-            stats: state.no_route_stats[li].clone(),
-            protocol,
-            status: 404,
-            flags,
-            grpc_status: None,
-            request_bytes: None,
-            detail,
-            in_flight: Some(in_flight),
-        };
-        return Ok(observed(local_reply(err, protocol), exchange));
+        return Ok(answer_locally(
+            started, stats, protocol, err, detail, in_flight,
+        ));
     };
     if let Some(d) = &mut detail {
         d.route = route.name.clone();
@@ -196,33 +179,30 @@ pub async fn handle(
             &state.security[li],
             detail.as_deref_mut(),
         );
-        let refused = match gate {
-            super::security::Gate::Pass(p) => {
-                passed = p;
-                None
+        let stats = state.route_stats.get(route.id).and_then(|s| s.first());
+        match (gate, stats) {
+            (super::security::Gate::Pass(p), _) => passed = p,
+            (super::security::Gate::Answer(resp), None) => return Ok(resp),
+            (super::security::Gate::Refuse(e), None) => return Ok(local_reply(e, protocol)),
+            (super::security::Gate::Answer(resp), Some(stats)) => {
+                let exchange = Exchange {
+                    started,
+                    stats: stats.clone(),
+                    protocol,
+                    status: resp.status().as_u16(),
+                    flags: "-",
+                    grpc_status: None,
+                    request_bytes: None,
+                    detail,
+                    in_flight: Some(in_flight),
+                };
+                return Ok(observed(resp, exchange));
             }
-            super::security::Gate::Answer(resp) => Some((resp, "-")),
-            super::security::Gate::Refuse(e) => {
-                let flag = e.response_flag();
-                Some((local_reply(e, protocol), flag))
+            (super::security::Gate::Refuse(e), Some(stats)) => {
+                return Ok(answer_locally(
+                    started, stats, protocol, e, detail, in_flight,
+                ));
             }
-        };
-        if let Some((resp, flags)) = refused {
-            let Some(stats) = state.route_stats.get(route.id).and_then(|s| s.first()) else {
-                return Ok(resp);
-            };
-            let exchange = Exchange {
-                started,
-                stats: stats.clone(),
-                protocol,
-                status: resp.status().as_u16(),
-                flags,
-                grpc_status: None,
-                request_bytes: None,
-                detail,
-                in_flight: Some(in_flight),
-            };
-            return Ok(observed(resp, exchange));
         }
     }
     let mut request_bytes = None;
@@ -326,6 +306,30 @@ pub async fn handle(
         in_flight: Some(in_flight),
     };
     Ok(observed(resp, exchange))
+}
+
+/// The proxy's own answer to a request that went no further than `err`, counted in
+/// `stats` and observed like any other.
+fn answer_locally(
+    started: Instant,
+    stats: &Arc<crate::state::RequestStats>,
+    protocol: &'static str,
+    err: ProxyError,
+    detail: Option<Box<Detail>>,
+    in_flight: InFlight,
+) -> Response<Body> {
+    let exchange = Exchange {
+        started,
+        stats: stats.clone(),
+        protocol,
+        status: err.status().as_u16(),
+        flags: err.response_flag(),
+        grpc_status: None,
+        request_bytes: None,
+        detail,
+        in_flight: Some(in_flight),
+    };
+    observed(local_reply(err, protocol), exchange)
 }
 
 /// The proxy's own answer to a failure: plain text, or trailers-only for gRPC callers.

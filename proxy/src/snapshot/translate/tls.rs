@@ -78,16 +78,7 @@ impl Translator {
         let mutual = ctx.require_client_certificate.is_some_and(|b| b.value);
         let certs = self.certificates(common, &cplace)?;
         if mutual {
-            let (min, max) = self.versions(common.tls_params.as_ref());
-            if !matches!(min, TlsProtocol::TlsAuto | TlsProtocol::TlSv13)
-                || !matches!(max, TlsProtocol::TlsAuto | TlsProtocol::TlSv13)
-            {
-                self.problem(
-                    format!("{cplace}.tls_params"),
-                    "mesh mutual TLS is TLS 1.3 only",
-                );
-                ok = false;
-            }
+            ok &= self.mesh_versions(common, &cplace);
             let [cert] = certs.as_slice() else {
                 self.problem(
                     format!("{cplace}.tls_certificates"),
@@ -179,16 +170,7 @@ impl Translator {
         };
         let cplace = format!("{place}.common_tls_context");
         ok &= self.common_unsupported(common, &cplace);
-        let (min, max) = self.versions(common.tls_params.as_ref());
-        if !matches!(min, TlsProtocol::TlsAuto | TlsProtocol::TlSv13)
-            || !matches!(max, TlsProtocol::TlsAuto | TlsProtocol::TlSv13)
-        {
-            self.problem(
-                format!("{cplace}.tls_params"),
-                "mesh mutual TLS is TLS 1.3 only",
-            );
-            ok = false;
-        }
+        ok &= self.mesh_versions(common, &cplace);
         let certs = self.certificates(common, &cplace)?;
         let [cert] = certs.as_slice() else {
             self.problem(
@@ -282,6 +264,21 @@ impl Translator {
                 );
                 ok = false;
             }
+        }
+        ok
+    }
+
+    /// Mesh links are TLS 1.3 only: any other version setting is refused.
+    fn mesh_versions(&mut self, c: &CommonTlsContext, place: &str) -> bool {
+        let (min, max) = self.versions(c.tls_params.as_ref());
+        let ok = [min, max]
+            .iter()
+            .all(|v| matches!(v, TlsProtocol::TlsAuto | TlsProtocol::TlSv13));
+        if !ok {
+            self.problem(
+                format!("{place}.tls_params"),
+                "mesh mutual TLS is TLS 1.3 only",
+            );
         }
         ok
     }

@@ -8,11 +8,13 @@
 //! - [`client`]: pooled HTTP/1.1 and HTTP/2 (prior knowledge) clients and raw-socket
 //!   helpers;
 //! - [`pattern`]: large deterministic bodies generated chunk by chunk and checked by
-//!   position, so that streaming tests never hold a whole body.
+//!   position, so that streaming tests never hold a whole body;
+//! - [`jwt`]: signing keys generated in the test, their JWKS, signed and forged tokens.
 //!
 //! The end-to-end tests that use it are one test binary, `tests/e2e/`; see `README.md`.
 
 pub mod client;
+pub mod jwt;
 pub mod otlp;
 pub mod pattern;
 pub mod proxy;

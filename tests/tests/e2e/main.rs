@@ -14,6 +14,7 @@
 )]
 
 mod admin;
+mod authz;
 mod balancing;
 mod errors;
 mod forwarding;

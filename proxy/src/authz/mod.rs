@@ -239,7 +239,13 @@ impl Operation {
     /// Whether the path, method and port all match.
     pub fn matches(&self, req: &Request<'_>) -> bool {
         (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(req.path)))
-            && (self.methods.is_empty() || self.methods.contains(req.method))
+            // Methods are case-sensitive tokens (RFC 9110), but many servers upper-case
+            // what they get: `delete` must not slip past a rule on DELETE.
+            && (self.methods.is_empty()
+                || self
+                    .methods
+                    .iter()
+                    .any(|m| m.as_str().eq_ignore_ascii_case(req.method.as_str())))
             && (self.ports.is_empty() || self.ports.contains(&req.port))
     }
 }
@@ -273,8 +279,16 @@ impl Condition {
                     return true;
                 }
                 let listed = |v: &Value| v.as_str().is_some_and(|s| values.iter().any(|w| w == s));
+                // OAuth 2 writes scopes as one space-separated string (RFC 8693 `scope`,
+                // RFC 9068); Istio splits `scope` and `permission` the same way.
+                let spaced = path
+                    .last()
+                    .is_some_and(|n| matches!(n.as_str(), "scope" | "scp" | "permission"));
                 match claim {
                     Value::Array(items) => items.iter().any(listed),
+                    Value::String(s) if spaced => {
+                        s.split(' ').any(|part| values.iter().any(|w| w == part))
+                    }
                     other => listed(other),
                 }
             }

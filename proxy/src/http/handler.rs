@@ -183,7 +183,11 @@ pub async fn handle(
         match (gate, stats) {
             (super::security::Gate::Pass(p), _) => passed = p,
             (super::security::Gate::Answer(resp), None) => return Ok(resp),
-            (super::security::Gate::Refuse(e), None) => return Ok(local_reply(e, protocol)),
+            (super::security::Gate::Refuse(e, p), None) => {
+                let mut resp = local_reply(e, protocol);
+                super::security::decorate(route, &p, resp.headers_mut());
+                return Ok(resp);
+            }
             (super::security::Gate::Answer(resp), Some(stats)) => {
                 let exchange = Exchange {
                     started,
@@ -198,10 +202,10 @@ pub async fn handle(
                 };
                 return Ok(observed(resp, exchange));
             }
-            (super::security::Gate::Refuse(e), Some(stats)) => {
-                return Ok(answer_locally(
-                    started, stats, protocol, e, detail, in_flight,
-                ));
+            (super::security::Gate::Refuse(e, p), Some(stats)) => {
+                let mut resp = answer_locally(started, stats, protocol, e, detail, in_flight);
+                super::security::decorate(route, &p, resp.headers_mut());
+                return Ok(resp);
             }
         }
     }

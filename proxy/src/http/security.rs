@@ -63,8 +63,9 @@ pub enum Gate {
     Pass(Passed),
     /// Answer with this response (a CORS preflight).
     Answer(Response<Body>),
-    /// Refuse.
-    Refuse(ProxyError),
+    /// Refuse (the refusal carries CORS headers too, so that a browser page can read
+    /// it).
+    Refuse(ProxyError, Passed),
 }
 
 /// Runs the route's CORS preflight, JWT requirement and the listener's authorization
@@ -117,7 +118,7 @@ pub fn check<B>(
                     } else {
                         e.www_authenticate(&realm(req))
                     };
-                    return Gate::Refuse(ProxyError::Unauthenticated(e, challenge));
+                    return Gate::Refuse(ProxyError::Unauthenticated(e, challenge), passed);
                 }
             }
         }
@@ -142,7 +143,9 @@ pub fn check<B>(
             d.authz_rule = decision.rule.clone();
         }
         match decision.verdict {
-            Verdict::Deny if !decision.allowed => return Gate::Refuse(ProxyError::Forbidden),
+            Verdict::Deny if !decision.allowed => {
+                return Gate::Refuse(ProxyError::Forbidden, passed);
+            }
             Verdict::AuditDeny => tracing::info!(
                 route = %route.name,
                 rule = decision.rule.as_deref().unwrap_or("default"),

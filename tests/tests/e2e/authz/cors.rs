@@ -298,7 +298,6 @@ async fn actual_requests_are_decorated() -> anyhow::Result<()> {
 /// reports an opaque CORS error and the page cannot tell "log in again" from "network
 /// down" (istio/istio#29425 is this problem with the opposite filter order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: 401 (jwt) and 403 (authz) local replies on a route with `cors:` lack access-control-allow-origin/vary for an allowed Origin: handler.rs returns Gate::Refuse before security::decorate runs; Envoy, with cors before jwt_authn/rbac, decorates local replies"]
 async fn refusals_carry_cors_headers() -> anyhow::Result<()> {
     let scratch = Scratch::new("cors-refusals")?;
     let jwks_file = scratch.file("jwks.json");

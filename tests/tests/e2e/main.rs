@@ -21,6 +21,7 @@ mod malformed;
 mod reload;
 mod resilience;
 mod routing;
+mod security;
 mod streaming;
 mod telemetry;
 mod tunnels;

@@ -7,12 +7,16 @@
 //!   temporary file (so reload tests can rewrite it), with its admin server;
 //! - [`client`]: pooled HTTP/1.1 and HTTP/2 (prior knowledge) clients and raw-socket
 //!   helpers;
+//! - [`ca`]: [`ca::TestCa`], development CAs writing workload, edge and deliberately
+//!   bad certificates to files, and [`ca::TlsClient`], a TLS client with a chosen
+//!   client certificate, versions and ALPN for talking to TLS listeners directly;
 //! - [`pattern`]: large deterministic bodies generated chunk by chunk and checked by
 //!   position, so that streaming tests never hold a whole body;
 //! - [`jwt`]: signing keys generated in the test, their JWKS, signed and forged tokens.
 //!
 //! The end-to-end tests that use it are one test binary, `tests/e2e/`; see `README.md`.
 
+pub mod ca;
 pub mod client;
 pub mod jwt;
 pub mod otlp;

@@ -22,6 +22,7 @@ mod malformed;
 mod reload;
 mod resilience;
 mod routing;
+mod security;
 mod streaming;
 mod telemetry;
 mod tunnels;

@@ -75,7 +75,9 @@ pub fn install_default_provider() {
 /// The mesh listener's configuration: TLS 1.3, client certificate required and
 /// verified by [`SpiffeClientVerifier`] (`accept`), the server certificate taken from
 /// `store` at each handshake (no credentials loaded: the handshake fails), `alpn` as
-/// given, and session tickets so that reconnecting proxies resume.
+/// given, and no session resumption: a resumed session would carry the identity of the
+/// certificate it began with, past that certificate's rotation and even its expiry.
+/// Mesh connections are long-lived and multiplexed, so full handshakes are rare.
 pub fn mesh_server_config(
     store: &CertStore,
     accept: AcceptPolicy,
@@ -89,13 +91,15 @@ pub fn mesh_server_config(
     .with_client_cert_verifier(verifier)
     .with_cert_resolver(Arc::new(StoreResolver(store.clone())));
     config.alpn_protocols = alpn;
-    enable_tickets(&mut config);
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Arc::new(config)
 }
 
 /// A mesh cluster's client configuration: TLS 1.3, presenting `store`'s current
 /// certificate, verifying the server with [`SpiffeServerVerifier`] (`expect`; the
-/// server name is not checked), `alpn` as given, rustls's default resumption cache.
+/// server name is not checked), `alpn` as given, no session resumption (see
+/// [`mesh_server_config`]).
 pub fn mesh_client_config(
     store: &CertStore,
     expect: Expect,
@@ -110,6 +114,7 @@ pub fn mesh_client_config(
     .with_custom_certificate_verifier(verifier)
     .with_client_cert_resolver(Arc::new(StoreResolver(store.clone())));
     config.alpn_protocols = alpn;
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 

@@ -263,6 +263,31 @@ fn istio_labels(
     ]
 }
 
+/// Relabels Istio labels for a caller identified by mutual TLS: the destination
+/// reports, the source is the caller's SPIFFE id (and the workload and namespace its
+/// `/ns/NS/sa/SA` path names).
+fn mesh_source(labels: &mut [(&'static str, String)], peer: &str) {
+    let id = peer.parse::<weft_mtls::SpiffeId>().ok();
+    for (k, v) in labels.iter_mut() {
+        match *k {
+            names::label::SOURCE_PRINCIPAL => peer.clone_into(v),
+            names::label::CONNECTION_SECURITY_POLICY => "mutual_tls".clone_into(v),
+            names::label::REPORTER => "destination".clone_into(v),
+            names::label::SOURCE_WORKLOAD => {
+                if let Some(sa) = id.as_ref().and_then(|i| i.service_account()) {
+                    sa.clone_into(v);
+                }
+            }
+            names::label::SOURCE_WORKLOAD_NAMESPACE => {
+                if let Some(ns) = id.as_ref().and_then(|i| i.namespace()) {
+                    ns.clone_into(v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Istio TCP metrics of one TCP listener, per backend. Looked up per connection (not per
 /// byte): a TCP connection lives long enough that the lookup does not matter.
 #[derive(Debug)]
@@ -272,12 +297,22 @@ pub struct TcpStats {
 }
 
 impl TcpStats {
-    /// The counter `name` for backend `backend` with response flag `flags`.
-    pub fn counter(&self, name: &'static str, backend: usize, flags: &'static str) -> Counter {
+    /// The counter `name` for backend `backend` with response flag `flags`, for a
+    /// connection from `peer` (a SPIFFE id on a mesh listener).
+    pub fn counter(
+        &self,
+        name: &'static str,
+        backend: usize,
+        flags: &'static str,
+        peer: Option<&str>,
+    ) -> Counter {
         let Some(base) = self.labels.get(backend) else {
             return Counter::noop();
         };
         let mut labels = base.clone();
+        if let Some(peer) = peer {
+            mesh_source(&mut labels, peer);
+        }
         labels.push((names::label::REQUEST_PROTOCOL, "tcp".to_owned()));
         labels.push((names::label::RESPONSE_FLAGS, flags.to_owned()));
         self.registry.counter(name, &labels)
@@ -342,26 +377,7 @@ impl RequestStats {
         }
         let mut labels = self.labels.clone();
         if let Some(peer) = peer {
-            // A caller identified by mutual TLS (Istio: the destination reports it).
-            let id = peer.parse::<weft_mtls::SpiffeId>().ok();
-            for (k, v) in labels.iter_mut() {
-                match *k {
-                    names::label::SOURCE_PRINCIPAL => *v = peer.to_string(),
-                    names::label::CONNECTION_SECURITY_POLICY => "mutual_tls".clone_into(v),
-                    names::label::REPORTER => "destination".clone_into(v),
-                    names::label::SOURCE_WORKLOAD => {
-                        if let Some(sa) = id.as_ref().and_then(|i| i.service_account()) {
-                            sa.clone_into(v);
-                        }
-                    }
-                    names::label::SOURCE_WORKLOAD_NAMESPACE => {
-                        if let Some(ns) = id.as_ref().and_then(|i| i.namespace()) {
-                            ns.clone_into(v);
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            mesh_source(&mut labels, peer);
         }
         labels.push((names::label::REQUEST_PROTOCOL, protocol.to_owned()));
         labels.push((names::label::RESPONSE_CODE, status.to_string()));

@@ -65,7 +65,12 @@ pub async fn proxy<C>(
     let cluster_name = picked.name.clone();
     let cluster = state.clusters.get(picked.cluster).cloned();
     stats
-        .counter(names::TCP_CONNECTIONS_OPENED, backend, "-")
+        .counter(
+            names::TCP_CONNECTIONS_OPENED,
+            backend,
+            "-",
+            peer_id.as_deref(),
+        )
         .increment(1);
     let idle = tcp.idle_timeout;
     let mut outcome = Outcome {
@@ -77,10 +82,22 @@ pub async fn proxy<C>(
     if let Some(cluster) = cluster {
         // The state is not needed while bytes flow; let a reload free it (the metric
         // handles and the log writer are kept by themselves).
-        let closed = stats.counter(names::TCP_CONNECTIONS_CLOSED, backend, "-");
-        let received = stats.counter(names::TCP_RECEIVED_BYTES, backend, "-");
-        let sent = stats.counter(names::TCP_SENT_BYTES, backend, "-");
-        let failed = |flags| stats.counter(names::TCP_CONNECTIONS_CLOSED, backend, flags);
+        let closed = stats.counter(
+            names::TCP_CONNECTIONS_CLOSED,
+            backend,
+            "-",
+            peer_id.as_deref(),
+        );
+        let received = stats.counter(names::TCP_RECEIVED_BYTES, backend, "-", peer_id.as_deref());
+        let sent = stats.counter(names::TCP_SENT_BYTES, backend, "-", peer_id.as_deref());
+        let failed = |flags| {
+            stats.counter(
+                names::TCP_CONNECTIONS_CLOSED,
+                backend,
+                flags,
+                peer_id.as_deref(),
+            )
+        };
         let closed_failed = [failed("UH"), failed("UF")];
         drop(state);
         relay(
@@ -102,7 +119,12 @@ pub async fn proxy<C>(
     } else {
         outcome.flags = "UH";
         stats
-            .counter(names::TCP_CONNECTIONS_CLOSED, backend, "UH")
+            .counter(
+                names::TCP_CONNECTIONS_CLOSED,
+                backend,
+                "UH",
+                peer_id.as_deref(),
+            )
             .increment(1);
         drop(state);
     }

@@ -457,11 +457,6 @@ async fn mesh_connections_are_pooled_and_reused() -> anyhow::Result<()> {
 /// through A are counted on B's mesh TCP listener with `source_principal` A's id and
 /// `connection_security_policy` `mutual_tls` (Istio's labels for a mutual-TLS source).
 #[tokio::test]
-#[ignore = "BUG: B's istio_tcp_* metrics on a mesh TCP listener say \
-            source_principal=\"unknown\", connection_security_policy=\"unknown\": \
-            proxy/src/tcp.rs proxy() gets the caller's peer_id but uses it for the access \
-            log only, not for the TCP stats labels (HTTP requests do get them, \
-            state.rs record())"]
 async fn tcp_metrics_name_the_mesh_caller() -> anyhow::Result<()> {
     let p = TcpPair::start().await?;
     within(LIMIT, "tcp metrics with the caller", async {

@@ -384,10 +384,6 @@ static_resources:
 /// after its header timeout (1 s) and closes, and counts the handshake as `timeout`, one
 /// of the documented outcomes of `weft_tls_handshakes_total`.
 #[tokio::test]
-#[ignore = "BUG: a TLS handshake that times out is recorded with outcome \"other\", not \
-            \"timeout\": proxy/src/tls.rs ListenerTls::accept calls \
-            handshakes.record(\"timeout\"), but weft_mtls::handshake::OUTCOMES has no \
-            \"timeout\" entry, so HandshakeCounters::record files it under \"other\""]
 async fn a_stalled_handshake_is_counted_as_a_timeout() -> anyhow::Result<()> {
     let ca = TestCa::new(TD)?;
     let b_cert = ca.issue("b", TTL)?;

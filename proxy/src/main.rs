@@ -82,7 +82,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the online-shop demo on loopback: the gateway and in-process services.
+    /// Run the online-shop demo on loopback: the gateway and in-process services, each
+    /// behind its own sidecar (mutual TLS, JWT, authorization; identities from a dev CA).
     Demo {
         /// Gateway port.
         #[arg(long, default_value_t = 8080)]
@@ -90,8 +91,8 @@ enum Command {
         /// Admin port.
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
-        /// Base port for the services (cart base+1.., product base+101.., user base+201..;
-        /// 0: free ports). Default: the ports in deploy/examples/shop.yaml.
+        /// Base port for the services' sidecars (cart base+1.., product base+101.., user
+        /// base+201..; 0: free ports). Default: the ports in deploy/examples/shop.yaml.
         #[arg(long)]
         services_base: Option<u16>,
     },
@@ -247,7 +248,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let d = demo::start(opts).await?;
             print_demo(&d);
-            wait_for_shutdown(d.proxy).await
+            let code = wait_for_shutdown(d.proxy.clone()).await;
+            d.stop().await;
+            code
         }),
         Command::Proxy {
             listen,
@@ -457,22 +460,61 @@ fn print_demo(d: &demo::Demo) {
         .admin_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    println!("Weft demo: the online shop (config deploy/examples/shop.yaml, embedded)");
-    println!("  gateway   http://{g}");
+    let certs = d.certs.display();
+    let auth = format!("-H \"authorization: Bearer {}\"", d.token);
+    println!("Weft demo: the online shop, each service behind its own sidecar");
+    println!("  gateway   http://{g}   (deploy/examples/shop.yaml, embedded)");
     println!(
         "  admin     http://{admin}/   (/metrics, /stats, /clusters, /config_dump, /explain, /ready)"
     );
-    let services: Vec<String> = d.services.iter().map(|(n, a)| format!("{n} {a}")).collect();
-    println!("  services  {}", services.join(", "));
+    println!("  sidecars  (deploy/examples/sidecar.yaml, embedded) mTLS inbound -> service");
+    for r in &d.services {
+        println!(
+            "    {:<10} {} -> {}   as {}",
+            r.name, r.sidecar, r.app, r.id
+        );
+    }
+    println!(
+        "  certs     {certs}   (dev CA for {}, valid {}h; deleted on exit)",
+        demo::TRUST_DOMAIN,
+        demo::LIFETIME.as_secs() / 3600
+    );
+    println!();
+    println!("Security:");
+    println!("  /products/* are open; /cart/* and /users/* need a JWT (401 without one).");
+    println!(
+        "  Demo token: ES256, iss {}, aud {}, sub {}, valid {}h:",
+        d.issuer,
+        d.audience,
+        demo::TOKEN_SUBJECT,
+        demo::LIFETIME.as_secs() / 3600
+    );
+    println!("    {}", d.token);
+    println!(
+        "  The gateway calls the services over mutual TLS as {}.",
+        demo::GATEWAY_ID
+    );
+    println!("  Each sidecar lets only that identity in (authz rule gateway-only): any other");
+    println!("  identity gets 403, a caller without a certificate no connection.");
     println!();
     println!("Try:");
     println!("  curl {g}/products/42");
-    println!("  curl -X POST {g}/cart/addItem -d '{{\"productId\":\"42\",\"qty\":1}}'");
-    println!("  curl {g}/users/7");
+    println!("  curl -i {g}/users/7   # 401: no token");
+    println!("  curl {auth} {g}/users/7");
+    println!("  curl {auth} -X POST {g}/cart/addItem -d '{{\"productId\":\"42\",\"qty\":1}}'");
+    println!("  curl -s http://{admin}/metrics | grep 'weft_tls_handshakes_total.*outcome=\"ok\"'");
+    if let Some(cart) = d.services.first() {
+        println!(
+            "  curl -sk --cert {certs}/product/cert.pem --key {certs}/product/key.pem https://{}/cart/items   # 403: not the gateway",
+            cart.sidecar
+        );
+    }
     println!("  curl 'http://{admin}/explain?method=GET&url=/products/42'");
-    println!("  curl -s http://{admin}/metrics | grep istio_requests_total");
     println!();
-    println!("Access log: one JSON line per request below.");
+    println!("Access log: one JSON line per request below, from the gateway (listener shop) and");
+    println!(
+        "from the sidecar that took it (listener cart-1-inbound, ...: peer_identity, authz_rule)."
+    );
     if d.proxy.telemetry().tracer.is_some() {
         println!("Traces: exported to the OTLP collector (OTEL_EXPORTER_OTLP_ENDPOINT).");
     } else {

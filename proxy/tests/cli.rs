@@ -528,27 +528,146 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 // ---- weft demo ----
 
+/// The gateway's identity: the only one the demo's sidecars let in.
+const GATEWAY_ID: &str = "spiffe://shop.local/ns/shop/sa/gateway";
+
+/// A running `weft demo` and what it printed.
+struct Demo {
+    running: Running,
+    gateway: SocketAddr,
+    admin: SocketAddr,
+    token: String,
+    certs: PathBuf,
+    /// (replica, sidecar inbound address)
+    sidecars: Vec<(String, SocketAddr)>,
+    /// Everything printed before the access log.
+    printed: String,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        // A killed demo cannot remove its certificates itself.
+        let _ = self.running.child.kill();
+        let _ = self.running.child.wait();
+        let dir = self.certs.parent();
+        if dir
+            .and_then(Path::file_name)
+            .is_some_and(|n| n.to_string_lossy().starts_with("weft-demo-"))
+        {
+            let _ = std::fs::remove_dir_all(dir.unwrap());
+        }
+    }
+}
+
+impl Demo {
+    /// Starts `weft demo` on free ports and reads its announcement.
+    fn start() -> Self {
+        let mut running = Running::start(&[
+            "demo",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--services-base",
+            "0",
+        ]);
+        running.wait_for(false, |l| l.starts_with("Ctrl-C").then_some(()));
+        let lines = running.seen.clone();
+        let printed = lines.join("\n");
+        let find = |prefix: &str| {
+            lines
+                .iter()
+                .position(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{printed}"))
+        };
+        let gateway = addr_after(&lines[find("  gateway")], "gateway").unwrap();
+        let admin = addr_after(&lines[find("  admin")], "admin").unwrap();
+        let certs = lines[find("  certs")]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .into();
+        // The token is on the line after its description.
+        let token = lines[find("  Demo token") + 1].trim().to_owned();
+        let sidecars = lines
+            .iter()
+            .filter_map(|l| {
+                let mut words = l.strip_prefix("    ")?.split_whitespace();
+                let name = words.next()?;
+                let addr = words.next()?.parse().ok()?;
+                (words.next()? == "->").then(|| (name.to_owned(), addr))
+            })
+            .collect();
+        Self {
+            running,
+            gateway,
+            admin,
+            token,
+            certs,
+            sidecars,
+            printed,
+        }
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn sidecar(&self, replica: &str) -> SocketAddr {
+        self.sidecars
+            .iter()
+            .find(|(n, _)| n == replica)
+            .unwrap_or_else(|| panic!("no sidecar {replica} in:\n{}", self.printed))
+            .1
+    }
+}
+
 #[test]
 fn demo_serves_the_shop() {
-    let mut demo = Running::start(&[
-        "demo",
-        "--port",
-        "0",
-        "--admin-port",
-        "0",
-        "--services-base",
-        "0",
-    ]);
-    let gateway = demo.wait_for(false, |l| addr_after(l, "gateway"));
-    let admin = demo.wait_for(false, |l| addr_after(l, "admin"));
+    let demo = Demo::start();
+    let gateway = demo.gateway;
+    let bearer = demo.bearer();
 
-    // (method, target, body, service, replica prefix, (param, value))
+    // The announcement: the commands are ready to paste, token included, and it says
+    // what protects what.
+    let with_token = format!("curl -H \"authorization: Bearer {}\" ", demo.token);
+    for w in [
+        format!("curl {gateway}/products/42"),
+        format!("{with_token}{gateway}/users/7"),
+        format!(
+            "{with_token}-X POST {gateway}/cart/addItem -d '{{\"productId\":\"42\",\"qty\":1}}'"
+        ),
+        "weft_tls_handshakes_total".to_owned(),
+        GATEWAY_ID.to_owned(),
+        "mutual TLS".to_owned(),
+    ] {
+        assert!(
+            demo.printed.contains(&w),
+            "missing {w:?} in:\n{}",
+            demo.printed
+        );
+    }
+    let replicas: Vec<&str> = demo.sidecars.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        replicas,
+        [
+            "cart-1",
+            "cart-2",
+            "product-1",
+            "product-2",
+            "user-1",
+            "user-2"
+        ]
+    );
+
+    // (method, target, body, service, (param, value), token)
     type Case = (
         &'static str,
         &'static str,
         &'static str,
         &'static str,
         Option<(&'static str, &'static str)>,
+        bool,
     );
     let cases: &[Case] = &[
         (
@@ -557,24 +676,28 @@ fn demo_serves_the_shop() {
             "",
             "product",
             Some(("productId", "42")),
+            false,
         ),
-        ("GET", "/users/7", "", "user", Some(("userId", "7"))),
-        ("GET", "/cart/items", "", "cart", None),
+        ("GET", "/users/7", "", "user", Some(("userId", "7")), true),
+        ("GET", "/cart/items", "", "cart", None, true),
         (
             "POST",
             "/cart/addItem",
             r#"{"productId":"42","qty":2}"#,
             "cart",
             None,
+            true,
         ),
     ];
-    for (method, target, body, service, param) in cases {
-        let headers: &[(&str, &str)] = if body.is_empty() {
-            &[]
-        } else {
-            &[("Content-Type", "application/json")]
-        };
-        let resp = request(gateway, method, target, headers, body.as_bytes());
+    for (method, target, body, service, param, token) in cases {
+        let mut headers = vec![];
+        if !body.is_empty() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        if *token {
+            headers.push(("Authorization", bearer.as_str()));
+        }
+        let resp = request(gateway, method, target, &headers, body.as_bytes());
         assert_eq!(resp.status, 200, "{method} {target}: {resp:?}");
         assert_eq!(
             resp.header("content-type"),
@@ -596,6 +719,18 @@ fn demo_serves_the_shop() {
             assert_eq!(v["added"]["productId"], "42", "{v}");
             assert_eq!(v["added"]["qty"], 2, "{v}");
         }
+        // The service saw the gateway's identity (checked by its sidecar) and, behind
+        // a token, the user the gateway verified.
+        assert_eq!(
+            v["caller"]["identity"], GATEWAY_ID,
+            "{method} {target}: {v}"
+        );
+        let user = if *token { "demo-user" } else { "" };
+        assert_eq!(
+            v["caller"]["user"].as_str().unwrap_or_default(),
+            user,
+            "{method} {target}: {v}"
+        );
     }
 
     // Answered by the gateway itself.
@@ -608,7 +743,8 @@ fn demo_serves_the_shop() {
     let post = request(gateway, "POST", "/products/42", &[], b"");
     assert_eq!(post.status, 404, "{post:?}");
 
-    // The admin server is up and explains like the CLI.
+    // The admin server is up, explains like the CLI and counts the mesh handshakes.
+    let admin = demo.admin;
     let ready = request(admin, "GET", "/ready", &[], b"");
     assert_eq!(ready.status, 200, "{ready:?}");
     let explain = request(
@@ -624,6 +760,159 @@ fn demo_serves_the_shop() {
         "{}",
         text(&explain.body)
     );
+    let metrics = text(&request(admin, "GET", "/metrics", &[], b"").body);
+    for cluster in ["cart", "product", "user"] {
+        let series = format!(
+            "weft_tls_handshakes_total{{side=\"client\",listener=\"\",cluster=\"{cluster}\",outcome=\"ok\"}} "
+        );
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("no {series:?} in:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(count >= 1, "{series}{count}");
+    }
+}
+
+#[test]
+fn demo_requires_a_token_for_cart_and_users() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let demo = Demo::start();
+    // The same token with another `sub`: the signature no longer fits.
+    let parts: Vec<&str> = demo.token.split('.').collect();
+    assert_eq!(parts.len(), 3, "{}", demo.token);
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(claims["sub"], "demo-user");
+    assert_eq!(claims["iss"], "https://auth.shop.local");
+    assert_eq!(claims["aud"], "shop");
+    claims["sub"] = "admin".into();
+    let forged = format!(
+        "Bearer {}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    );
+
+    // (method, target, authorization, expected error in www-authenticate)
+    let cases: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+        ("GET", "/users/7", None, None),
+        ("GET", "/cart/items", None, None),
+        ("POST", "/cart/addItem", None, None),
+        (
+            "GET",
+            "/users/7",
+            Some(&forged),
+            Some("error_description=\"Jwt verification fails\""),
+        ),
+        (
+            "POST",
+            "/cart/addItem",
+            Some(&forged),
+            Some("error_description=\"Jwt verification fails\""),
+        ),
+        (
+            "GET",
+            "/cart/items",
+            Some("Bearer not-a-token"),
+            Some("error=\"invalid_token\""),
+        ),
+    ];
+    for (method, target, auth, error) in cases {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
+        let resp = request(demo.gateway, method, target, &headers, b"{}");
+        assert_eq!(resp.status, 401, "{method} {target} {auth:?}: {resp:?}");
+        let challenge = resp
+            .header("www-authenticate")
+            .unwrap_or_else(|| panic!("{method} {target}: no www-authenticate: {resp:?}"));
+        assert!(challenge.starts_with("Bearer realm="), "{challenge}");
+        match error {
+            Some(e) => assert!(challenge.contains(e), "{method} {target}: {challenge}"),
+            None => assert!(!challenge.contains("error="), "{challenge}"),
+        }
+    }
+    // Products stay open, with or without a token.
+    let open = request(demo.gateway, "GET", "/products/42", &[], b"");
+    assert_eq!(open.status, 200, "{open:?}");
+}
+
+#[test]
+fn demo_sidecars_let_only_the_gateway_in() {
+    use std::sync::Arc;
+
+    use weft_mtls::{CertPaths, CertStore, Expect, FileSource, SpiffeServerVerifier};
+
+    let demo = Demo::start();
+    let cart = demo.sidecar("cart-1");
+    let cart_id: weft_mtls::SpiffeId = "spiffe://shop.local/ns/shop/sa/cart".parse().unwrap();
+    // A client with one of the demo's identities (issued by its CA), checking that the
+    // sidecar is the Cart service's.
+    let client = |identity: &str| {
+        let store = CertStore::new(identity, &weft_telemetry::Registry::new());
+        let paths = CertPaths::in_dir(&demo.certs.join(identity));
+        assert!(store.publish(FileSource::load(&paths, identity)));
+        (store.clone(), Expect::Ids(vec![cart_id.clone()]))
+    };
+    let with_cert = |identity: &str| {
+        let (store, expect) = client(identity);
+        weft_mtls::mesh_client_config(&store, expect, vec![b"http/1.1".to_vec()])
+    };
+
+    // Plain HTTP: no HTTP answer, the port speaks TLS only.
+    let mut plain = TcpStream::connect(cart).unwrap();
+    plain.set_read_timeout(Some(HANG)).unwrap();
+    let _ = plain.write_all(b"GET /cart/items HTTP/1.1\r\nHost: cart\r\nConnection: close\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/"), "{:?}", text(&answer));
+
+    // TLS without a client certificate: refused in the handshake, no HTTP answer.
+    let (store, expect) = client("product");
+    let mut no_cert = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(store, expect)))
+    .with_no_client_auth();
+    no_cert.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let refused = tls_get(cart, Arc::new(no_cert), "/cart/items");
+    assert!(
+        refused.as_ref().is_err() || refused.as_ref().is_ok_and(|a| a.is_empty()),
+        "{:?}",
+        refused.map(|a| text(&a))
+    );
+
+    // A valid identity of the mesh that is not the gateway's: 403 from the policy.
+    let product = parse_response(&tls_get(cart, with_cert("product"), "/cart/items").unwrap());
+    assert_eq!(product.status, 403, "{product:?}");
+    // The gateway's identity is let in (the policy, not the client, made the difference).
+    let gateway = parse_response(&tls_get(cart, with_cert("gateway"), "/cart/items").unwrap());
+    assert_eq!(gateway.status, 200, "{gateway:?}");
+    assert_eq!(gateway.json()["caller"]["identity"], GATEWAY_ID);
+}
+
+/// A `GET target` over TLS with `config`, `Connection: close`; the raw answer.
+fn tls_get(
+    addr: SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    target: &str,
+) -> std::io::Result<Vec<u8>> {
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(HANG))?;
+    let name = rustls::pki_types::ServerName::try_from("cart.shop.local").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tls.write_all(head.as_bytes())?;
+    let mut raw = Vec::new();
+    tls.read_to_end(&mut raw)?;
+    Ok(raw)
 }
 
 // ---- weft proxy ----

@@ -19,6 +19,7 @@
 //!    `exp` is accepted: issuers that want a lifetime put one in the token;
 //! 6. `aud` (a string or an array) names one of the provider's audiences, when set.
 
+pub mod dev;
 pub mod jwks;
 
 use std::collections::HashMap;

@@ -45,6 +45,9 @@ struct Control {
 
 static CONTROL: OnceLock<Control> = OnceLock::new();
 
+/// The log filter without `--log-level` or `RUST_LOG`.
+pub const DEFAULT_FILTER: &str = "info,rustls=error";
+
 /// Installs the global subscriber writing to stderr.
 ///
 /// `filter` takes `RUST_LOG` syntax (`info`, `weft_proxy=debug,hyper=warn`).
@@ -53,7 +56,10 @@ pub fn init(filter: Option<&str>, format: LogFormat) -> Result<(), LoggingError>
         Some(f) => (parse(f)?, f.to_owned()),
         None => match std::env::var("RUST_LOG") {
             Ok(v) if EnvFilter::try_new(&v).is_ok() => (parse(&v)?, v),
-            _ => (EnvFilter::new("info"), "info".to_owned()),
+            // rustls warns about every peer that misbehaves (a client sending an IP
+            // address as SNI, a scanner): one line per handshake would flood the log,
+            // and Weft counts failed handshakes itself (weft_tls_handshakes_total).
+            _ => (EnvFilter::new(DEFAULT_FILTER), DEFAULT_FILTER.to_owned()),
         },
     };
     let (layer, handle) = reload::Layer::new(filter);

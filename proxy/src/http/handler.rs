@@ -122,6 +122,14 @@ pub async fn handle(
         return Ok(ProxyError::NoRoute.into_response());
     };
     // Routing, authorization and the upstream all see the normalised path.
+    // Identity headers come only from this proxy: whatever a client sent is dropped,
+    // and a mesh listener states who called, before routing (so routes can match on
+    // the caller, as with Envoy's sanitize-set) and for the app.
+    let h = req.headers_mut();
+    h.remove(&headers::X_FORWARDED_CLIENT_CERT);
+    if let Some(xfcc) = &ctx.xfcc {
+        h.insert(headers::X_FORWARDED_CLIENT_CERT.clone(), xfcc.clone());
+    }
     let normalised = super::security::normalise_path(&mut req, http.path_options);
     let checked = normalised.and_then(|()| checked_authority(&req));
     let observe = &state.observe[li];
@@ -483,14 +491,6 @@ async fn forward(
     // so the map grows once, not per insert.
     parts.headers.reserve(5);
     headers::strip_scanned(&mut parts.headers, hop_by_hop, upgrade.as_ref());
-    // Identity headers come only from this proxy: whatever a client sent is dropped,
-    // and a mesh listener tells the app who called.
-    parts.headers.remove(&headers::X_FORWARDED_CLIENT_CERT);
-    if let Some(xfcc) = &ctx.xfcc {
-        parts
-            .headers
-            .insert(headers::X_FORWARDED_CLIENT_CERT.clone(), xfcc.clone());
-    }
     let forwarded_for = headers::add_forwarded_scanned(
         &mut parts.headers,
         hop_by_hop.has_forwarded_for(),

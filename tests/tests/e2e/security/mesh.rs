@@ -498,3 +498,72 @@ async fn tcp_metrics_name_the_mesh_caller() -> anyhow::Result<()> {
     })
     .await?
 }
+
+/// The caller's identity is available to routing: on a mesh listener the
+/// `x-forwarded-client-cert` header is set before routes are matched (Envoy's
+/// sanitize-set), so a route can match on it, and a forged value from the caller can
+/// neither select the route nor reach the app.
+///
+/// Checked to fail: with the header set only when forwarding (after routing, as it
+/// first was), the gateway's request got the fallback 404.
+#[tokio::test]
+async fn routes_can_match_on_the_callers_identity() -> anyhow::Result<()> {
+    let ca = weft_tests::ca::TestCa::new(TD)?;
+    let (gateway, other, b_cert) = (
+        ca.issue("gateway", TTL)?,
+        ca.issue("other", TTL)?,
+        ca.issue("b", TTL)?,
+    );
+    let app = upstream::http1("app").await?;
+    let b = TestProxy::start(&format!(
+        r#"
+identity: {identity}
+listeners:
+  - name: inbound
+    address: 127.0.0.1:0
+    mtls: true
+    routes:
+      - name: from-gateway
+        match: {{ headers: {{ x-forwarded-client-cert: {{ contains: "URI={gateway_id}" }} }} }}
+        to: app
+      - name: others
+        respond: {{ status: 404, body: "not for you" }}
+clusters:
+  app: {{ endpoints: ["{app}"] }}
+"#,
+        identity = b_cert.identity_yaml(),
+        gateway_id = gateway.id_str(),
+        app = app.addr(),
+    ))
+    .await?;
+    within(LIMIT, "routing on the caller", async {
+        let (ca, b) = (&ca, &b);
+        let ask = |cert, forged: Option<String>| async move {
+            let client = TlsClient::mesh(&[ca.cert_pem()], Some(cert), &[b"http/1.1"])?;
+            let forged: Vec<(&str, String)> = forged.into_iter().map(|f| (XFCC, f)).collect();
+            let headers: Vec<(&str, &str)> = forged.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let exchange = client
+                .get(b.addr("inbound"), None, "app.internal", "/x", &headers)
+                .await?;
+            let Exchange::Answered(reply) = exchange else {
+                anyhow::bail!("no answer: {exchange:?}");
+            };
+            anyhow::Ok(reply.code())
+        };
+        assert_eq!(
+            ask(&gateway, None).await?,
+            200,
+            "the gateway is routed to the app"
+        );
+        assert_eq!(ask(&other, None).await?, 404, "another caller is not");
+        let forged = format!("URI={}", gateway.id_str());
+        assert_eq!(
+            ask(&other, Some(forged)).await?,
+            404,
+            "a forged header does not select the route"
+        );
+        assert_eq!(app.count(), 1, "only the gateway's request reached the app");
+        anyhow::Ok(())
+    })
+    .await?
+}

@@ -22,7 +22,9 @@ use weft_telemetry::names;
 use crate::drain::Watch;
 use crate::snapshot::ListenerKind;
 use crate::state::Store;
-use crate::tls::{MaybeTls, MeshAlpn};
+use tokio_util::either::Either;
+
+use crate::tls::MeshAlpn;
 use crate::upstream::Cluster;
 
 /// Proxies `client` (from `peer`, identified as `peer_id` on a mesh listener) for the
@@ -203,10 +205,10 @@ async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     };
     let _ = upstream.set_nodelay(true);
     let mut upstream = match &cluster.tls {
-        None => MaybeTls::Plain(upstream),
+        None => Either::Left(upstream),
         Some(tls) => {
             match tokio::time::timeout(timeout, tls.connect(upstream, MeshAlpn::Tcp)).await {
-                Ok(Ok(s)) => MaybeTls::Tls(Box::new(s)),
+                Ok(Ok(s)) => Either::Right(Box::new(s)),
                 Ok(Err(e)) => {
                     tracing::debug!(%listener, upstream = %endpoint.addr, error = %e, "TCP upstream TLS handshake failed");
                     outcome.flags = "UF";

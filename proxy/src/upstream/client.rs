@@ -30,7 +30,9 @@ use super::head::RequestHead;
 use crate::http::{Body, ProxyError};
 use crate::resilience::breaker::{Breaker, Kind};
 use crate::snapshot::UpstreamProtocol;
-use crate::tls::{MaybeTls, MeshAlpn, MeshConnector};
+use tokio_util::either::Either;
+
+use crate::tls::{MeshAlpn, MeshConnector};
 
 /// How long an idle HTTP/1.1 connection may wait in the pool before it is not reused,
 /// unless the cluster sets its own `idle_timeout`.
@@ -336,8 +338,8 @@ impl Shared {
         let permit = breaker.try_acquire(Kind::Connection)?;
         let stream = self.dial().await?;
         let io = TokioIo::new(match &self.tls {
-            None => MaybeTls::Plain(stream),
-            Some(tls) => MaybeTls::Tls(Box::new(
+            None => Either::Left(stream),
+            Some(tls) => Either::Right(Box::new(
                 tokio::time::timeout(self.connect_timeout, tls.connect(stream, MeshAlpn::H2))
                     .await
                     .map_err(|_| ProxyError::ConnectFailure("TLS handshake timed out".into()))?

@@ -15,6 +15,15 @@
 #        TRACE_PERCENT (1)  OTLP_SINK_BIN (prebuilt tests/src/bin/otlp-sink; skips cargo)
 #        RESILIENCE (1: also measure weft-bare, weft with retries, outlier detection and
 #                    circuit breaking off, to price the default resilience layers)
+#        MTLS (1: also measure the sidecar pairs, client -> A -> mutual TLS -> B -> upstream,
+#              for weft, haproxy and nginx (NGINX_TLS=0 leaves nginx out), and the rate
+#              of new mutual-TLS connections: weft's mesh listener vs rustls alone)
+#        HS_CONNS (16: concurrent handshake loops)  HS_THREADS (nproc: client threads)
+#        HS_MAX (1000000: at most this many connections per handshake measurement)
+#        HS_PIN (1: handshake rows pinned, server on CPU 1, client on CPU 0, whatever PIN)
+#        SCENARIOS ("h1 h2 mtls": which to run; mtls = mtls-h1 mtls-h2 handshake, each also
+#                   nameable alone, e.g. SCENARIOS=handshake)
+#        TLS_BENCH_BIN (prebuilt tests/src/bin/tls-bench; skips cargo)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,7 +34,7 @@ for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
         -h | --help)
-            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -64,12 +73,54 @@ HAPROXY_H2_PORT=$((PORT_BASE + 21))
 NGINX_PORT=$((PORT_BASE + 30))
 NGINX_H2_PORT=$((PORT_BASE + 31))
 OTLP_PORT=$((PORT_BASE + 40))
+# The sidecar pairs (A: plain in, mutual TLS out; B: mutual TLS in) and the bare
+# rustls server of the handshake rows.
+WA_PORT=$((PORT_BASE + 50))
+WA_ADMIN_PORT=$((PORT_BASE + 51))
+WB_PORT=$((PORT_BASE + 52))
+WB_ADMIN_PORT=$((PORT_BASE + 53))
+HA_A_PORT=$((PORT_BASE + 54))
+HA_A_H2_PORT=$((PORT_BASE + 55))
+HA_B_PORT=$((PORT_BASE + 56))
+NG_A_PORT=$((PORT_BASE + 57))
+NG_A_H2_PORT=$((PORT_BASE + 58))
+NG_B_PORT=$((PORT_BASE + 59))
+RUSTLS_PORT=$((PORT_BASE + 60))
 ALL_PORTS=("$UP_PORT" "$UP_H2_PORT" "$WEFT_PORT" "$WEFT_ADMIN_PORT" "$HAPROXY_PORT"
     "$HAPROXY_H2_PORT" "$NGINX_PORT" "$NGINX_H2_PORT")
 TELEMETRY="${TELEMETRY:-1}"
 RESILIENCE="${RESILIENCE:-1}"
 TRACE_PERCENT="${TRACE_PERCENT:-1}"
+MTLS="${MTLS:-1}"
+NGINX_TLS="${NGINX_TLS:-1}"
+HS_CONNS="${HS_CONNS:-16}"
+HS_MAX="${HS_MAX:-1000000}"
+HS_PIN="${HS_PIN:-1}"
+SCENARIOS="${SCENARIOS:-h1 h2 mtls}"
+SCENARIOS="${SCENARIOS//mtls-h1/MH1}"
+SCENARIOS="${SCENARIOS//mtls-h2/MH2}"
+SCENARIOS="${SCENARIOS//mtls/MH1 MH2 handshake}"
+SCENARIOS="${SCENARIOS//MH/mtls-h}"
+for sc in $SCENARIOS; do
+    case "$sc" in
+        h1 | h2 | mtls-h1 | mtls-h2 | handshake) ;;
+        *) echo "run.sh: unknown scenario $sc in SCENARIOS (h1 h2 mtls mtls-h1 mtls-h2 handshake)" >&2 && exit 2 ;;
+    esac
+done
+wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+# The plain scenarios need the telemetry row's collector, the mTLS ones need MTLS=1.
+if ! wants h1 && ! wants h2; then
+    TELEMETRY=0
+    RESILIENCE=0
+fi
+if [[ $MTLS != 1 ]]; then
+    SCENARIOS="$(tr ' ' '\n' <<< "$SCENARIOS" | { grep -v -e '^mtls-' -e '^handshake$' || true; } | tr '\n' ' ')"
+fi
+wants mtls-h1 || wants mtls-h2 || wants handshake || MTLS=0
+[[ -n ${SCENARIOS// /} ]] || { echo "run.sh: no scenario left to run (SCENARIOS, MTLS=0)" >&2 && exit 2; }
 [[ $TELEMETRY == 1 ]] && ALL_PORTS+=("$OTLP_PORT")
+[[ $MTLS == 1 ]] && ALL_PORTS+=("$WA_PORT" "$WA_ADMIN_PORT" "$WB_PORT" "$WB_ADMIN_PORT" "$HA_A_PORT"
+    "$HA_A_H2_PORT" "$HA_B_PORT" "$NG_A_PORT" "$NG_A_H2_PORT" "$NG_B_PORT" "$RUSTLS_PORT")
 
 log() { printf '[perf %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -101,7 +152,7 @@ LOAD_TIMEOUT="$(awk -v v="$DUR_S" 'BEGIN { print int(v) + 30 }')"
 
 # ---------------------------------------------------------------- tools
 need_install=0
-for t in wrk h2load haproxy nginx curl taskset ss; do
+for t in wrk h2load haproxy nginx curl taskset ss openssl; do
     command -v "$t" > /dev/null 2>&1 || [[ -x /usr/sbin/$t ]] || need_install=1
 done
 if [[ $need_install == 1 ]]; then
@@ -110,14 +161,16 @@ if [[ $need_install == 1 ]]; then
     log "installing wrk nghttp2-client haproxy nginx-light (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
-    apt-get install -y wrk nghttp2-client haproxy nginx-light curl util-linux iproute2
+    apt-get install -y wrk nghttp2-client haproxy nginx-light curl util-linux iproute2 openssl
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
 NCPU="$(nproc)"
-if [[ $PIN == 1 && $NCPU -lt 2 ]]; then
+HS_THREADS="${HS_THREADS:-$NCPU}"
+if [[ $PIN == 1 || $HS_PIN == 1 ]] && [[ $NCPU -lt 2 ]]; then
     log "only $NCPU CPU: pinning disabled"
     PIN=0
+    HS_PIN=0
 fi
 # Proxy under test on CPU 1; upstream and load generator share CPU 0.
 if [[ $PIN == 1 ]]; then
@@ -146,11 +199,20 @@ if [[ $TELEMETRY == 1 && -z ${OTLP_SINK_BIN:-} ]]; then
     OTLP_SINK_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/otlp-sink"
 fi
 [[ $TELEMETRY != 1 || -x $OTLP_SINK_BIN ]] || die "OTLP_SINK_BIN=$OTLP_SINK_BIN is not an executable"
+# The handshake client, and the rustls-only server it is compared with.
+if [[ $MTLS == 1 && -z ${TLS_BENCH_BIN:-} ]]; then
+    command -v cargo > /dev/null 2>&1 || die "cargo not found (set TLS_BENCH_BIN, or MTLS=0)"
+    log "building the TLS bench (cargo build --release -p weft-tests --bin tls-bench)"
+    (cd "$ROOT" && cargo build --release -p weft-tests --bin tls-bench)
+    TLS_BENCH_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tls-bench"
+fi
+[[ $MTLS != 1 || -x $TLS_BENCH_BIN ]] || die "TLS_BENCH_BIN=$TLS_BENCH_BIN is not an executable"
 
 # ---------------------------------------------------------------- process bookkeeping
 mkdir -p "$OUT/raw"
 RUN="$(mktemp -d /tmp/weft-perf.XXXXXX)"
 mkdir -p "$RUN/upstream-body" "$RUN/proxy-body" "$RUN/proxy-temp"
+PKI="$RUN/pki"
 PIDS=()
 
 stop_pid() {
@@ -188,11 +250,13 @@ wait_port_free() {
     die "port $p still in use"
 }
 
-# Poll until URL answers 200 (curl; h2 with --http2-prior-knowledge when $2 == h2).
+# Poll until URL answers 200 (curl; h2 with --http2-prior-knowledge when $2 == h2;
+# mtls: HTTP/1.1 over TLS with sidecar A's client certificate, the server's not checked).
 wait_ready() {
     local url="$1" mode="${2:-h1}" code
     local flags=(-s -o /dev/null -w '%{http_code}' --max-time 1)
     [[ $mode == h2 ]] && flags+=(--http2-prior-knowledge)
+    [[ $mode == mtls ]] && flags+=(--http1.1 -k --cert "$PKI/a/cert.pem" --key "$PKI/a/key.pem")
     for _ in $(seq 1 100); do
         code="$(curl "${flags[@]}" "$url" 2> /dev/null || true)"
         [[ $code == 200 ]] && return 0
@@ -205,6 +269,11 @@ render() {
     sed -e "s|@RUN@|$RUN|g" -e "s|@UP_PORT@|$UP_PORT|g" -e "s|@UP_H2_PORT@|$UP_H2_PORT|g" \
         -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@NGINX_H2_PORT@|$NGINX_H2_PORT|g" \
         -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" -e "s|@HAPROXY_H2_PORT@|$HAPROXY_H2_PORT|g" \
+        -e "s|@PKI@|$PKI|g" -e "s|@WA_PORT@|$WA_PORT|g" -e "s|@WA_ADMIN_PORT@|$WA_ADMIN_PORT|g" \
+        -e "s|@WB_PORT@|$WB_PORT|g" -e "s|@WB_ADMIN_PORT@|$WB_ADMIN_PORT|g" \
+        -e "s|@HA_A_PORT@|$HA_A_PORT|g" -e "s|@HA_A_H2_PORT@|$HA_A_H2_PORT|g" \
+        -e "s|@HA_B_PORT@|$HA_B_PORT|g" -e "s|@NG_A_PORT@|$NG_A_PORT|g" \
+        -e "s|@NG_A_H2_PORT@|$NG_A_H2_PORT|g" -e "s|@NG_B_PORT@|$NG_B_PORT|g" \
         "$HERE/$1" > "$RUN/$2"
 }
 
@@ -252,12 +321,112 @@ start_sink() {
     die "the OTLP sink did not start"
 }
 
-# start_proxy NAME -> sets PROXY_MAIN (pid to stop) and PROXY_PID (pid to measure)
+# ---------------------------------------------------------------- certificates
+# The pairs' identities, from Weft's development CA: ECDSA P-256, one SPIFFE id each
+# (spiffe://example.org/ns/perf/sa/a and .../b), cert.pem + key.pem + ca.pem per
+# workload. HAProxy reads certificate and key from one file (haproxy.pem). nginx checks
+# a host name on the certificate it is shown, and Weft's certificates have only the URI
+# SAN, so nginx B serves a certificate from the same CA and of the same kind with a DNS
+# SAN added (b-nginx/, made with openssl).
+make_pki() {
+    local w
+    {
+        "$WEFT_BIN" ca init --trust-domain example.org --out "$PKI/ca"
+        for w in a b; do
+            "$WEFT_BIN" ca issue --ca "$PKI/ca" --id "spiffe://example.org/ns/perf/sa/$w" \
+                --ttl 24h --out "$PKI/$w"
+            cat "$PKI/$w/cert.pem" "$PKI/$w/key.pem" > "$PKI/$w/haproxy.pem"
+        done
+        if [[ $NGINX_TLS == 1 ]]; then
+            mkdir -p "$PKI/b-nginx"
+            printf '%s\n' "subjectAltName = URI:spiffe://example.org/ns/perf/sa/b, DNS:b.perf.test" \
+                "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature" \
+                "extendedKeyUsage = serverAuth, clientAuth" > "$PKI/b-nginx/ext.cnf"
+            openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -subj "/CN=b.perf.test" -keyout "$PKI/b-nginx/key.pem" -out "$PKI/b-nginx/csr.pem"
+            openssl x509 -req -in "$PKI/b-nginx/csr.pem" -CA "$PKI/ca/ca.pem" \
+                -CAkey "$PKI/ca/ca-key.pem" -set_serial "0x$(openssl rand -hex 8)" -days 2 \
+                -sha256 -extfile "$PKI/b-nginx/ext.cnf" -out "$PKI/b-nginx/cert.pem"
+        fi
+    } > "$OUT/raw/pki.log" 2>&1 || die "making the certificates failed (see $OUT/raw/pki.log)"
+}
+
+# launch LOG COMMAND...: starts COMMAND in the background (on the proxy's CPU when
+# pinned), appending its output to $OUT/raw/LOG; sets LAUNCHED to its pid.
+LAUNCHED=""
+launch() {
+    local log="$1"
+    shift
+    "${PROXY_CPU[@]}" "$@" >> "$OUT/raw/$log" 2>&1 &
+    LAUNCHED=$!
+    PIDS+=("$LAUNCHED")
+}
+
+# start_proxy NAME -> sets PROXY_MAIN (pid to stop) and PROXY_PID (pid to measure); for
+# a pair, PROXY_MAIN is A and PROXY_MAIN2 / PROXY_PID2 are B (measured together).
 PROXY_MAIN=""
 PROXY_PID=""
+PROXY_MAIN2=""
+PROXY_PID2=""
 start_proxy() {
     local name="$1"
     case "$name" in
+        weft-mtls-pair)
+            render weft-mtls-b.yaml.tmpl weft-mtls-b.yaml
+            render weft-mtls-a.yaml.tmpl weft-mtls-a.yaml
+            launch weft-mtls-b.log "$WEFT_BIN" --workers 1 run -c "$RUN/weft-mtls-b.yaml"
+            PROXY_MAIN2=$LAUNCHED
+            launch weft-mtls-a.log "$WEFT_BIN" --workers 1 run -c "$RUN/weft-mtls-a.yaml"
+            PROXY_MAIN=$LAUNCHED
+            wait_ready "http://127.0.0.1:$WB_ADMIN_PORT/ready"
+            wait_ready "http://127.0.0.1:$WA_ADMIN_PORT/ready"
+            wait_ready "https://127.0.0.1:$WB_PORT/" mtls
+            wait_ready "http://127.0.0.1:$WA_PORT/"
+            wait_ready "http://127.0.0.1:$WA_PORT/" h2
+            PROXY_PID=$PROXY_MAIN
+            PROXY_PID2=$PROXY_MAIN2
+            ;;
+        weft-mtls-b)
+            # Sidecar B alone: the Weft target of the handshake rows.
+            render weft-mtls-b.yaml.tmpl weft-mtls-b.yaml
+            launch weft-mtls-b.log "$WEFT_BIN" --workers 1 run -c "$RUN/weft-mtls-b.yaml"
+            PROXY_MAIN=$LAUNCHED
+            wait_ready "http://127.0.0.1:$WB_ADMIN_PORT/ready"
+            wait_ready "https://127.0.0.1:$WB_PORT/" mtls
+            PROXY_PID=$PROXY_MAIN
+            ;;
+        rustls-alone)
+            launch rustls-alone.log "$TLS_BENCH_BIN" server "127.0.0.1:$RUSTLS_PORT" "$PKI/b"
+            PROXY_MAIN=$LAUNCHED
+            wait_ready "https://127.0.0.1:$RUSTLS_PORT/" mtls
+            PROXY_PID=$PROXY_MAIN
+            ;;
+        haproxy-tls-pair)
+            render haproxy-tls-b.cfg.tmpl haproxy-tls-b.cfg
+            render haproxy-tls-a.cfg.tmpl haproxy-tls-a.cfg
+            launch haproxy-tls-b.log haproxy -db -f "$RUN/haproxy-tls-b.cfg"
+            PROXY_MAIN2=$LAUNCHED
+            launch haproxy-tls-a.log haproxy -db -f "$RUN/haproxy-tls-a.cfg"
+            PROXY_MAIN=$LAUNCHED
+            wait_ready "https://127.0.0.1:$HA_B_PORT/" mtls
+            wait_ready "http://127.0.0.1:$HA_A_PORT/"
+            wait_ready "http://127.0.0.1:$HA_A_H2_PORT/" h2
+            PROXY_PID=$PROXY_MAIN
+            PROXY_PID2=$PROXY_MAIN2
+            ;;
+        nginx-tls-pair)
+            render nginx-tls-b.conf.tmpl nginx-tls-b.conf
+            render nginx-tls-a.conf.tmpl nginx-tls-a.conf
+            launch nginx-tls-b.log nginx -p "$RUN" -e "$RUN/nginx-tls-b.error.log" -c "$RUN/nginx-tls-b.conf"
+            PROXY_MAIN2=$LAUNCHED
+            launch nginx-tls-a.log nginx -p "$RUN" -e "$RUN/nginx-tls-a.error.log" -c "$RUN/nginx-tls-a.conf"
+            PROXY_MAIN=$LAUNCHED
+            wait_ready "https://127.0.0.1:$NG_B_PORT/" mtls
+            wait_ready "http://127.0.0.1:$NG_A_PORT/"
+            wait_ready "http://127.0.0.1:$NG_A_H2_PORT/" h2
+            PROXY_PID="$(nginx_worker "$PROXY_MAIN")"
+            PROXY_PID2="$(nginx_worker "$PROXY_MAIN2")"
+            ;;
         weft)
             "${PROXY_CPU[@]}" "$WEFT_BIN" --workers 1 proxy --listen "127.0.0.1:$WEFT_PORT" \
                 --to "127.0.0.1:$UP_PORT" --admin "127.0.0.1:$WEFT_ADMIN_PORT" \
@@ -322,11 +491,14 @@ start_proxy() {
 
 stop_proxy() {
     stop_pid "$PROXY_MAIN"
+    [[ -n $PROXY_MAIN2 ]] && stop_pid "$PROXY_MAIN2"
     local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p != "$PROXY_MAIN" ]] && keep+=("$p"); done
+    for p in "${PIDS[@]}"; do [[ $p != "$PROXY_MAIN" && $p != "$PROXY_MAIN2" ]] && keep+=("$p"); done
     PIDS=("${keep[@]}")
     PROXY_MAIN=""
     PROXY_PID=""
+    PROXY_MAIN2=""
+    PROXY_PID2=""
     # The access log of a telemetry run is not kept: it grows by tens of MB per second.
     rm -f "$RUN/access.log"
 }
@@ -346,12 +518,39 @@ wrk_us() {
 # Warm-up: same load shape, short, output kept but not measured.
 warmup() {
     local url="$1" mode="$2" out="$3"
-    if [[ $mode == h1 ]]; then
-        timeout "$LOAD_TIMEOUT" "${LOAD_CPU[@]}" wrk -t1 -c"$CONNS" -d"$WRK_WARM" "$url" > "$out.warmup" 2>&1 || true
-    else
-        timeout "$LOAD_TIMEOUT" "${LOAD_CPU[@]}" h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$WARM_S" "$url" \
-            > "$out.warmup" 2>&1 || true
-    fi
+    case "$mode" in
+        h1)
+            timeout "$LOAD_TIMEOUT" "${LOAD_CPU[@]}" wrk -t1 -c"$CONNS" -d"$WRK_WARM" "$url" > "$out.warmup" 2>&1 || true
+            ;;
+        h2)
+            timeout "$LOAD_TIMEOUT" "${LOAD_CPU[@]}" h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$WARM_S" "$url" \
+                > "$out.warmup" 2>&1 || true
+            ;;
+        hs)
+            timeout "$LOAD_TIMEOUT" "${LOAD_CPU[@]}" "$TLS_BENCH_BIN" client "$url" "$PKI/a" \
+                --conns "$HS_CONNS" --threads "$HS_THREADS" --duration "$WARM_S" > "$out.warmup" 2>&1 || true
+            ;;
+    esac
+}
+
+# run_hs ADDR OUTFILE: new mutual-TLS connections (full handshake, one GET, close) from
+# HS_CONNS loops for DURATION, at most HS_MAX connections (tests/src/bin/tls-bench.rs).
+run_hs() {
+    local addr="$1" out="$2"
+    timeout "$LOAD_TIMEOUT" "${LOAD_CPU[@]}" "$TLS_BENCH_BIN" client "$addr" "$PKI/a" \
+        --conns "$HS_CONNS" --threads "$HS_THREADS" --duration "$DUR_S" --max "$HS_MAX" > "$out" 2>&1 ||
+        log "tls-bench exited non-zero (see $out)"
+}
+
+parse_hs() {
+    local out="$1" line
+    line="$(grep '^tls-bench:' "$out" || true)"
+    field() { awk -v k="$1" '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' <<< "$line"; }
+    R_RPS="$(field rate)"
+    R_P50="$(field p50_us)"
+    R_P99="$(field p99_us)"
+    R_ERR="$(field errors)"
+    R_ERR="${R_ERR:-0}"
 }
 
 # run_h1 URL OUTFILE -> sets R_RPS R_P50 R_P99 R_ERR (latencies in us)
@@ -420,16 +619,21 @@ ROWS=()
 measure() {
     local scenario="$1" proxy="$2" url="$3" mode="$4"
     local raw="$OUT/raw/$scenario-$proxy-r$ROUND.txt"
-    local idle="-" peak="-" pid="$PROXY_PID"
+    local idle="-" peak="-" pid="$PROXY_PID" pid2="$PROXY_PID2"
     local t0 t1 c0 c1 u0 u1 g0 g1 s0 s1 a0 a1 b0 b1 k0 k1
     [[ $proxy == direct ]] && pid="$UP_WORKER"
+    # A pair's two processes count as one: CPU and RSS are A + B.
+    ticks() { if [[ -n $pid2 ]]; then echo $(($(cpu_ticks "$pid") + $(cpu_ticks "$pid2"))); else cpu_ticks "$pid"; fi; }
+    kb() { if [[ -n $pid2 ]]; then echo $(($(status_kb "$pid" "$1") + $(status_kb "$pid2" "$1"))); else status_kb "$pid" "$1"; fi; }
     if [[ $proxy != direct ]]; then
         sleep 0.5
-        idle="$(status_kb "$pid" VmRSS)"
+        idle="$(kb VmRSS)"
     fi
     log "$scenario / $proxy: warm-up $WARMUP, load $DURATION ($url)"
     warmup "$url" "$mode" "$raw"
-    c0="$(cpu_ticks "$pid")"
+    c0="$(ticks)"
+    local a0t="" a1t=""
+    [[ -n $pid2 ]] && a0t="$(cpu_ticks "$pid")"
     u0="$(cpu_ticks "$UP_WORKER")"
     k0=0
     [[ -n $SINK_PID ]] && k0="$(cpu_ticks "$SINK_PID")"
@@ -438,9 +642,14 @@ measure() {
     a0="$(cpu_line 0)"
     b0="$(cpu_line 1 || true)"
     t0="$(date +%s.%N)"
-    if [[ $mode == h1 ]]; then run_h1 "$url" "$raw"; else run_h2 "$url" "$raw"; fi
+    case "$mode" in
+        h1) run_h1 "$url" "$raw" ;;
+        h2) run_h2 "$url" "$raw" ;;
+        hs) run_hs "$url" "$raw" ;;
+    esac
     t1="$(date +%s.%N)"
-    c1="$(cpu_ticks "$pid")"
+    c1="$(ticks)"
+    [[ -n $pid2 ]] && a1t="$(cpu_ticks "$pid")"
     u1="$(cpu_ticks "$UP_WORKER")"
     k1=0
     [[ -n $SINK_PID ]] && k1="$(cpu_ticks "$SINK_PID")"
@@ -448,8 +657,12 @@ measure() {
     s1="$(all_ticks)"
     a1="$(cpu_line 0)"
     b1="$(cpu_line 1 || true)"
-    [[ $proxy != direct ]] && peak="$(status_kb "$pid" VmHWM)"
-    if [[ $mode == h1 ]]; then parse_h1 "$raw"; else parse_h2 "$raw"; fi
+    [[ $proxy != direct ]] && peak="$(kb VmHWM)"
+    case "$mode" in
+        h1) parse_h1 "$raw" ;;
+        h2) parse_h2 "$raw" ;;
+        hs) parse_hs "$raw" ;;
+    esac
 
     local secs cpu gen busy0 busy1="-" ours other
     secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
@@ -473,6 +686,11 @@ measure() {
         echo "# harness: rps=$R_RPS p50_us=$R_P50 p99_us=$R_P99 errors=$R_ERR idle_rss_kb=$idle" \
             "peak_rss_kb=$peak proc_cpu_pct=$cpu loadgen_cpu_pct=$gen cpu0_busy_pct=$busy0" \
             "cpu1_busy_pct=$busy1 other_cpu_pct=$other irq_softirq_pct=$irq steal_pct=$steal wall_s=$secs"
+        # A pair's CPU split: sidecar A (client side) and B (server side).
+        if [[ -n $pid2 ]]; then
+            echo "# pair: a_cpu_pct=$(pct_of "$a0t" "$a1t" "$secs")" \
+                "b_cpu_pct=$(pct_of "$((c0 - a0t))" "$((c1 - a1t))" "$secs")"
+        fi
     } >> "$raw"
     LAST_ROW="$scenario|$proxy|${R_RPS:-0}|${R_P50:-0}|${R_P99:-0}|$idle|$peak|$cpu|$gen|$busy0|$busy1|$other|$irq|$steal|$R_ERR"
     LAST_OTHER="$other"
@@ -544,8 +762,11 @@ done
     echo "nginx: $(nginx -v 2>&1)"
     echo "wrk: $(wrk -v 2>&1 | head -n1)"
     echo "h2load: $(h2load --version 2>&1 | head -n1)"
+    [[ $MTLS == 1 ]] && echo "tls-bench: $TLS_BENCH_BIN; openssl: $(openssl version 2>&1)" \
+        "(haproxy and nginx link it; Weft and tls-bench use rustls with aws-lc-rs)"
     echo "settings: DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS H2_CONNS=$H2_CONNS" \
-        "H2_STREAMS=$H2_STREAMS PIN=$PIN QUICK=$QUICK PORT_BASE=$PORT_BASE"
+        "H2_STREAMS=$H2_STREAMS PIN=$PIN QUICK=$QUICK PORT_BASE=$PORT_BASE MTLS=$MTLS" \
+        "HS_CONNS=$HS_CONNS HS_THREADS=$HS_THREADS HS_PIN=$HS_PIN SCENARIOS=\"$SCENARIOS\""
     [[ $PIN == 1 ]] && echo "pinning: proxy under test on CPU 1; upstream + load generator on CPU 0"
     [[ $PIN == 1 ]] || echo "pinning: none (scheduler places everything)"
     echo "other load: $NOISE; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -562,6 +783,18 @@ PROXIES=(weft)
 PROXIES+=(haproxy nginx)
 declare -A H1_PORT=([weft]=$WEFT_PORT [weft-bare]=$WEFT_PORT [weft-obs]=$WEFT_PORT [haproxy]=$HAPROXY_PORT [nginx]=$NGINX_PORT)
 declare -A H2_PORT=([weft]=$WEFT_PORT [weft-bare]=$WEFT_PORT [weft-obs]=$WEFT_PORT [haproxy]=$HAPROXY_H2_PORT [nginx]=$NGINX_H2_PORT)
+# Sidecar pairs (mtls-h1, mtls-h2: load on A) and handshake targets (handshake).
+PAIRS=()
+HS_TARGETS=()
+if [[ $MTLS == 1 ]]; then
+    make_pki
+    PAIRS=(weft-mtls-pair haproxy-tls-pair)
+    [[ $NGINX_TLS == 1 ]] && PAIRS+=(nginx-tls-pair)
+    HS_TARGETS=(weft-mtls-b rustls-alone)
+fi
+declare -A PAIR_H1_PORT=([weft-mtls-pair]=$WA_PORT [haproxy-tls-pair]=$HA_A_PORT [nginx-tls-pair]=$NG_A_PORT)
+declare -A PAIR_H2_PORT=([weft-mtls-pair]=$WA_PORT [haproxy-tls-pair]=$HA_A_H2_PORT [nginx-tls-pair]=$NG_A_H2_PORT)
+declare -A HS_PORT=([weft-mtls-b]=$WB_PORT [rustls-alone]=$RUSTLS_PORT)
 
 # Machines like this one drift by several percent within minutes, so each proxy is
 # measured ROUNDS times, the order rotating every round so that no proxy always runs
@@ -572,23 +805,58 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     read -ra order <<< "$(rotate $(((ROUND - 1) % ${#PROXIES[@]})) "${PROXIES[@]}")"
     # HTTP/1.1 keep-alive (wrk). Each proxy is started fresh per scenario so idle/peak
     # RSS are its own.
-    scenario h1 direct "http://127.0.0.1:$UP_PORT/" h1
-    for p in "${order[@]}"; do
-        scenario h1 "$p" "http://127.0.0.1:${H1_PORT[$p]}/" h1
-    done
+    if wants h1; then
+        scenario h1 direct "http://127.0.0.1:$UP_PORT/" h1
+        for p in "${order[@]}"; do
+            scenario h1 "$p" "http://127.0.0.1:${H1_PORT[$p]}/" h1
+        done
+    fi
     # h2c prior knowledge (h2load); the proxies still talk HTTP/1.1 to the upstream.
-    scenario h2 direct "http://127.0.0.1:$UP_H2_PORT/" h2
-    for p in "${order[@]}"; do
-        scenario h2 "$p" "http://127.0.0.1:${H2_PORT[$p]}/" h2
-    done
+    if wants h2; then
+        scenario h2 direct "http://127.0.0.1:$UP_H2_PORT/" h2
+        for p in "${order[@]}"; do
+            scenario h2 "$p" "http://127.0.0.1:${H2_PORT[$p]}/" h2
+        done
+    fi
+    ((MTLS == 1)) || continue
+    # The sidecar pairs: the same wrk and h2load loads on A, which forwards over mutual
+    # TLS to B, which forwards to the upstream.
+    read -ra order <<< "$(rotate $(((ROUND - 1) % ${#PAIRS[@]})) "${PAIRS[@]}")"
+    if wants mtls-h1; then
+        for p in "${order[@]}"; do
+            scenario mtls-h1 "$p" "http://127.0.0.1:${PAIR_H1_PORT[$p]}/" h1
+        done
+    fi
+    if wants mtls-h2; then
+        for p in "${order[@]}"; do
+            scenario mtls-h2 "$p" "http://127.0.0.1:${PAIR_H2_PORT[$p]}/" h2
+        done
+    fi
+    # New mutual-TLS connections per second: Weft's mesh listener (B) vs rustls alone.
+    # Pinned by default (HS_PIN): the client costs less per handshake than the server,
+    # so on its own CPU it keeps the server's CPU saturated and the rate is the server's.
+    if wants handshake; then
+        read -ra order <<< "$(rotate $(((ROUND - 1) % ${#HS_TARGETS[@]})) "${HS_TARGETS[@]}")"
+        saved_proxy_cpu=("${PROXY_CPU[@]}")
+        saved_load_cpu=("${LOAD_CPU[@]}")
+        if [[ $HS_PIN == 1 ]]; then
+            PROXY_CPU=(taskset -c 1)
+            LOAD_CPU=(taskset -c 0)
+        fi
+        for p in "${order[@]}"; do
+            scenario handshake "$p" "127.0.0.1:${HS_PORT[$p]}" hs
+        done
+        PROXY_CPU=("${saved_proxy_cpu[@]}")
+        LOAD_CPU=("${saved_load_cpu[@]}")
+    fi
 done
 
 # One row per (scenario, proxy): the median of every numeric field over the rounds, plus
 # the min-max range of req/s.
 median_rows() {
     local sc px
-    for sc in h1 h2; do
-        for px in direct "${PROXIES[@]}"; do
+    for sc in h1 h2 mtls-h1 mtls-h2 handshake; do
+        for px in direct "${PROXIES[@]}" "${PAIRS[@]}" "${HS_TARGETS[@]}"; do
             printf '%s\n' "${ROWS[@]}" | awk -F'|' -v sc="$sc" -v px="$px" '
                 $1 == sc && $2 == px { n++; for (i = 3; i <= 15; i++) v[i, n] = $i }
                 END {
@@ -617,16 +885,28 @@ fmt_mb() { awk -v v="$1" 'BEGIN { if (v == "-" || v == "") print "-"; else print
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || a == "" || b == "-" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 
 per_core() { awk -v r="$1" -v c="$2" 'BEGIN { if (c + 0 == 0) print "-"; else printf "%.0f", r / (c / 100) }'; }
+# field_of SCENARIO PROXY N: field N (1-based, '|'-separated) of that median row.
+field_of() { printf '%s\n' "${ROWS[@]}" | awk -F'|' -v sc="$1" -v px="$2" -v n="$3" '$1 == sc && $2 == px { print $n }'; }
+
+# Every scenario's ratios are to one row of it: haproxy (h1, h2), the haproxy pair
+# (mtls-h1, mtls-h2), rustls alone (handshake).
+ref_of() {
+    case "$1" in
+        mtls-*) echo haproxy-tls-pair ;;
+        handshake) echo rustls-alone ;;
+        *) echo haproxy ;;
+    esac
+}
 
 declare -A HA_RPS HA_P99 HA_CORE WEFT_RPS OBS_RPS BARE_RPS
 for r in "${ROWS[@]}"; do
     IFS='|' read -r sc px rps p50 p99 idle peak cpu _ <<< "$r"
-    if [[ $px == haproxy ]]; then
+    if [[ $px == "$(ref_of "$sc")" ]]; then
         HA_RPS[$sc]=$rps
         HA_P99[$sc]=$p99
         HA_CORE[$sc]="$(per_core "$rps" "$cpu")"
     fi
-    [[ $px == weft ]] && WEFT_RPS[$sc]=$rps
+    [[ $px == weft || $px == weft-mtls-pair || $px == weft-mtls-b ]] && WEFT_RPS[$sc]=$rps
     [[ $px == weft-obs ]] && OBS_RPS[$sc]=$rps
     [[ $px == weft-bare ]] && BARE_RPS[$sc]=$rps
 done
@@ -641,6 +921,7 @@ TABLE="$OUT/table.md"
     noisy=0
     for r in "${ROWS[@]}"; do
         IFS='|' read -r sc px rps p50 p99 idle peak cpu gen b0 b1 other irq steal err range <<< "$r"
+        [[ $sc == handshake ]] && continue
         if ((other > NOISE_MAX)); then
             px="$px *"
             noisy=1
@@ -658,6 +939,15 @@ TABLE="$OUT/table.md"
         echo "weft-bare is weft without its default resilience layers (retries with a budget, outlier" \
             "detection, circuit-breaker limits). Layers on / off, req/s:" \
             "h1 $(ratio "${WEFT_RPS[h1]:-}" "${BARE_RPS[h1]:-}"), h2 $(ratio "${WEFT_RPS[h2]:-}" "${BARE_RPS[h2]:-}")."
+    fi
+    if [[ $MTLS == 1 ]]; then
+        echo
+        echo "mtls-h1 / mtls-h2: the same loads on sidecar A, which forwards over mutual TLS 1.3 to" \
+            "sidecar B, which forwards to the upstream; ratios are to haproxy-tls-pair, RSS and CPU are" \
+            "A + B. Weft A multiplexes every request over HTTP/2 to B; HAProxy and nginx A keep a pool" \
+            "of HTTP/1.1 keep-alive TLS connections to B. weft-mtls-pair / haproxy-tls-pair:" \
+            "h1 req/s $(ratio "${WEFT_RPS[mtls-h1]:-}" "${HA_RPS[mtls-h1]:-}"), p99 $(ratio "$(field_of mtls-h1 weft-mtls-pair 5)" "${HA_P99[mtls-h1]:-}");" \
+            "h2 req/s $(ratio "${WEFT_RPS[mtls-h2]:-}" "${HA_RPS[mtls-h2]:-}"), p99 $(ratio "$(field_of mtls-h2 weft-mtls-pair 5)" "${HA_P99[mtls-h2]:-}")."
     fi
     if [[ $TELEMETRY == 1 ]]; then
         echo
@@ -677,6 +967,7 @@ TABLE="$OUT/table.md"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for r in "${ROWS[@]}"; do
         IFS='|' read -r sc px rps p50 p99 idle peak cpu gen b0 b1 other irq steal err _ <<< "$r"
+        [[ $sc == handshake ]] && continue
         echo "| $sc | $px | $cpu | $(per_core "$rps" "$cpu") | $(ratio "$(per_core "$rps" "$cpu")" "${HA_CORE[$sc]:-}")" \
             "| $gen | $b0 | $b1 | $other | $irq | $steal | $err |"
     done
@@ -685,6 +976,31 @@ TABLE="$OUT/table.md"
     echo "per-request --log-file (request start to end of response). RSS: VmRSS before the"
     echo "load (idle) and VmHWM after warm-up + load (peak) of the process doing the work (nginx: its worker)."
     echo "Raw outputs: $OUT/raw/ (every round; rows.txt has the unaggregated rows)."
+    if [[ $MTLS == 1 ]]; then
+        echo
+        echo "### New mutual-TLS connections per second (TLS 1.3, full handshake, one GET, close)"
+        echo
+        echo "tls-bench client: $HS_CONNS loops on $HS_THREADS threads, sidecar A's certificate, no resumption;" \
+            "$([[ $HS_PIN == 1 ]] && echo "server pinned to CPU 1, client to CPU 0;" || echo "not pinned;")" \
+            "latency = connect + handshake + request + response. weft-mtls-b: sidecar B's mesh listener" \
+            "(routes / to the upstream); rustls-alone: tls-bench server, Weft's mesh_server_config on one" \
+            "thread answering a fixed 200. Per server core = handshakes/s / server CPU."
+        echo
+        echo "| target | handshakes/s | range | p50 | p99 | server CPU % | per server core | client CPU % | idle RSS | peak RSS | ratio to rustls-alone | per-core ratio | other CPU % | errors |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        for r in "${ROWS[@]}"; do
+            IFS='|' read -r sc px rps p50 p99 idle peak cpu gen b0 b1 other irq steal err range <<< "$r"
+            [[ $sc == handshake ]] || continue
+            ((other > NOISE_MAX)) && px="$px *"
+            echo "| $px | $rps | $range | $(fmt_ms "$p50") | $(fmt_ms "$p99") | $cpu | $(per_core "$rps" "$cpu")" \
+                "| $gen | $(fmt_mb "$idle") | $(fmt_mb "$peak") | $(ratio "$rps" "${HA_RPS[handshake]:-}")" \
+                "| $(ratio "$(per_core "$rps" "$cpu")" "${HA_CORE[handshake]:-}") | $other | $err |"
+        done
+        echo
+        echo "Weft / rustls alone: handshakes/s $(ratio "${WEFT_RPS[handshake]:-}" "${HA_RPS[handshake]:-}")," \
+            "per server core $(ratio "$(per_core "${WEFT_RPS[handshake]:-}" "$(field_of handshake weft-mtls-b 8)")" "${HA_CORE[handshake]:-}")" \
+            "(target >= 0.8)."
+    fi
 } > "$TABLE"
 printf '%s\n' "${ALL_ROWS[@]}" > "$OUT/raw/rows.txt"
 cat "$TABLE"

@@ -53,6 +53,33 @@ fn shop_jwks() -> String {
     jwt::jwks(&[ES.jwk("es-1"), RS.jwk("rs-1"), ED.jwk("ed-1")])
 }
 
+/// A proxy configured by `config(backend, jwks file)` in front of a recording backend,
+/// with `jwks` written to a scratch file (kept, with the directory, while this lives).
+struct Bench {
+    _scratch: Scratch,
+    jwks_file: String,
+    backend: upstream::Upstream,
+    proxy: TestProxy,
+}
+
+async fn bench(
+    name: &str,
+    jwks: String,
+    config: fn(SocketAddr, &str) -> String,
+) -> anyhow::Result<Bench> {
+    let scratch = Scratch::new(name)?;
+    let jwks_file = scratch.file("jwks.json");
+    std::fs::write(&jwks_file, jwks)?;
+    let backend = upstream::http1("backend").await?;
+    let proxy = TestProxy::start(&config(backend.addr(), &jwks_file)).await?;
+    Ok(Bench {
+        _scratch: scratch,
+        jwks_file,
+        backend,
+        proxy,
+    })
+}
+
 /// A listener with two providers (`shop` from a JWKS file, `partner` inline and
 /// forwarding its tokens) and routes requiring one, either, or optionally `shop`.
 fn config(backend: SocketAddr, jwks_file: &str) -> String {
@@ -169,11 +196,12 @@ fn assert_unauthenticated(reply: &Reply, path: &str, description: Option<&str>, 
 /// `/cart/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_tokens_pass_with_claim_headers() -> anyhow::Result<()> {
-    let scratch = Scratch::new("jwt-valid")?;
-    let jwks_file = scratch.file("jwks.json");
-    std::fs::write(&jwks_file, shop_jwks())?;
-    let backend = upstream::http1("backend").await?;
-    let proxy = TestProxy::start(&config(backend.addr(), &jwks_file)).await?;
+    let Bench {
+        _scratch,
+        jwks_file: _,
+        backend,
+        proxy,
+    } = bench("jwt-valid", shop_jwks(), config).await?;
     let addr = proxy.addr("edge");
     within(LIMIT, "valid tokens", async {
         let spoof = [("x-user-id", "admin"), ("x-team", "root")];
@@ -256,11 +284,12 @@ async fn valid_tokens_pass_with_claim_headers() -> anyhow::Result<()> {
 /// same kid passes; with `exp` and `nbf` not checked, the expired token passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused() -> anyhow::Result<()> {
-    let scratch = Scratch::new("jwt-bad")?;
-    let jwks_file = scratch.file("jwks.json");
-    std::fs::write(&jwks_file, shop_jwks())?;
-    let backend = upstream::http1("backend").await?;
-    let proxy = TestProxy::start(&config(backend.addr(), &jwks_file)).await?;
+    let Bench {
+        _scratch,
+        jwks_file: _,
+        backend,
+        proxy,
+    } = bench("jwt-bad", shop_jwks(), config).await?;
     let addr = proxy.addr("edge");
     within(LIMIT, "bad tokens", async {
         let now = jwt::now_secs();
@@ -429,11 +458,17 @@ async fn bad_tokens_are_refused() -> anyhow::Result<()> {
 /// passes: keys are read when the configuration is loaded, so rotation needs a reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_by_reloading_the_jwks_file() -> anyhow::Result<()> {
-    let scratch = Scratch::new("jwt-rotation")?;
-    let jwks_file = scratch.file("jwks.json");
-    std::fs::write(&jwks_file, jwt::jwks(&[ED.jwk("old"), ES.jwk("new")]))?;
-    let backend = upstream::http1("backend").await?;
-    let proxy = TestProxy::start(&config(backend.addr(), &jwks_file)).await?;
+    let Bench {
+        _scratch,
+        jwks_file,
+        backend,
+        proxy,
+    } = bench(
+        "jwt-rotation",
+        jwt::jwks(&[ED.jwk("old"), ES.jwk("new")]),
+        config,
+    )
+    .await?;
     let addr = proxy.addr("edge");
     within(LIMIT, "key rotation", async {
         let old = bearer(&ED.sign("old", &claims("old-user", json!({})))?);
@@ -483,11 +518,12 @@ async fn key_rotation_by_reloading_the_jwks_file() -> anyhow::Result<()> {
 /// `/either/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_missing_and_any_of() -> anyhow::Result<()> {
-    let scratch = Scratch::new("jwt-optional")?;
-    let jwks_file = scratch.file("jwks.json");
-    std::fs::write(&jwks_file, shop_jwks())?;
-    let backend = upstream::http1("backend").await?;
-    let proxy = TestProxy::start(&config(backend.addr(), &jwks_file)).await?;
+    let Bench {
+        _scratch,
+        jwks_file: _,
+        backend,
+        proxy,
+    } = bench("jwt-optional", shop_jwks(), config).await?;
     let addr = proxy.addr("edge");
     within(LIMIT, "allow_missing and any_of", async {
         let now = jwt::now_secs();
@@ -585,11 +621,12 @@ clusters:
 /// expired 30 s ago passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_in_authorization_rules() -> anyhow::Result<()> {
-    let scratch = Scratch::new("jwt-claims")?;
-    let jwks_file = scratch.file("jwks.json");
-    std::fs::write(&jwks_file, shop_jwks())?;
-    let backend = upstream::http1("backend").await?;
-    let proxy = TestProxy::start(&claims_config(backend.addr(), &jwks_file)).await?;
+    let Bench {
+        _scratch,
+        jwks_file: _,
+        backend,
+        proxy,
+    } = bench("jwt-claims", shop_jwks(), claims_config).await?;
     let addr = proxy.addr("edge");
     within(LIMIT, "claims in rules", async {
         let token = |extra: Value| -> anyhow::Result<String> {
@@ -687,11 +724,12 @@ async fn claims_in_authorization_rules() -> anyhow::Result<()> {
 /// with `"scope": "cart:read cart:write"`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn space_delimited_scope_claim() -> anyhow::Result<()> {
-    let scratch = Scratch::new("jwt-scope")?;
-    let jwks_file = scratch.file("jwks.json");
-    std::fs::write(&jwks_file, shop_jwks())?;
-    let backend = upstream::http1("backend").await?;
-    let proxy = TestProxy::start(&claims_config(backend.addr(), &jwks_file)).await?;
+    let Bench {
+        _scratch,
+        jwks_file: _,
+        backend: _backend,
+        proxy,
+    } = bench("jwt-scope", shop_jwks(), claims_config).await?;
     let addr = proxy.addr("edge");
     within(LIMIT, "space-delimited scope", async {
         let token = bearer(&ES.sign(

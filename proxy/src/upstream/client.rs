@@ -158,6 +158,14 @@ impl HttpClient {
     ) -> Result<Response<Body>, ProxyError> {
         match self.shared.protocol {
             UpstreamProtocol::Http1 => self.send_h1(head, body, breaker).await,
+            // An HTTP/2 upstream (every mesh link is one) cannot take an HTTP/1.1
+            // upgrade: sent on, it would arrive as a plain request and the client would
+            // get a plain answer instead of its tunnel.
+            UpstreamProtocol::Http2 if head.headers.contains_key(http::header::UPGRADE) => {
+                Err(ProxyError::UpstreamProtocol(
+                    "upgrades are not carried to HTTP/2 upstreams (mesh links included)",
+                ))
+            }
             // Boxed: keeps the HTTP/1.1 future (the common one) small to move around.
             UpstreamProtocol::Http2 => {
                 Box::pin(self.send_h2(self.owned(head, body), breaker)).await
@@ -206,11 +214,6 @@ impl HttpClient {
     /// An upgrade request on a connection of its own, driven by hyper so that the
     /// connection can be taken over after `101 Switching Protocols`.
     async fn send_upgrade(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        if self.shared.tls.is_some() {
-            return Err(ProxyError::UpstreamProtocol(
-                "upgrades are not carried over mesh mutual TLS",
-            ));
-        }
         *req.version_mut() = Version::HTTP_11;
         let io = TokioIo::new(self.shared.dial().await?);
         let (mut sender, conn) = http1::Builder::new()

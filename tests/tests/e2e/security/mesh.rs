@@ -567,3 +567,36 @@ clusters:
     })
     .await?
 }
+
+/// A WebSocket upgrade to a mesh cluster is refused with a clear local answer (502
+/// `upstream-protocol-error`): mesh links are multiplexed HTTP/2 and upgrades are not
+/// carried over them. The app never sees the request.
+///
+/// Found a bug when written: the upgrade went out as a plain HTTP/2 request and the
+/// client got the app's 200 instead of its tunnel (the refusal sat on the HTTP/1.1
+/// path only); `HttpClient::send` now refuses upgrades to every HTTP/2 upstream.
+#[tokio::test]
+async fn an_upgrade_to_a_mesh_cluster_is_refused_clearly() -> anyhow::Result<()> {
+    let m = Mesh::start().await?;
+    within(LIMIT, "upgrade over the mesh", async {
+        let reply = weft_tests::client::raw_exchange(
+            m.a.addr("edge"),
+            b"GET /chat HTTP/1.1\r\nHost: shop.internal\r\nConnection: upgrade\r\n\
+              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            Duration::from_secs(2),
+            65536,
+        )
+        .await?;
+        let text = reply.text();
+        assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("x-weft-error: upstream-protocol-error"),
+            "{text}"
+        );
+        assert_eq!(m.app.count(), 0, "the app saw nothing");
+        anyhow::Ok(())
+    })
+    .await?
+}

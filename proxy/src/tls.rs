@@ -280,7 +280,9 @@ impl ListenerTls {
         let (peer_id, xfcc) = match (&self.mesh, conn.peer_certificates()) {
             (Some(store), Some(certs)) => {
                 let id = weft_mtls::peer_id(certs);
-                let xfcc = id.as_ref().and_then(|id| {
+                // Only HTTP carries the header: a TCP connection skips the hashing.
+                let http = alpn.as_deref() != Some(weft_mtls::ALPN_TCP);
+                let xfcc = id.as_ref().filter(|_| http).and_then(|id| {
                     let ours = store.current();
                     let by = ours.as_ref().and_then(|c| c.id()).map(|i| i.to_string());
                     xfcc_value(

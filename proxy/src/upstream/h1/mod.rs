@@ -38,6 +38,11 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// Read buffer growth per read.
 const READ_CHUNK: usize = 16 * 1024;
+/// Headers a response map has room for at least. hyper's server keeps the map of the
+/// response it wrote (cleared) and parses the connection's next request into it, and the
+/// proxy then adds its forwarding headers: sized for a browser's request plus those,
+/// the map never grows (a grow rehashes every header: ~900 instructions a request).
+const RESPONSE_MAP_ROOM: usize = 24;
 /// Largest chunk-size line (with extensions) accepted.
 const MAX_CHUNK_LINE: usize = 1024;
 
@@ -481,7 +486,7 @@ fn parse_head(
     let head = Bytes::copy_from_slice(&buf[..len]);
     buf.advance(len);
     let status = StatusCode::from_u16(code).map_err(|_| "invalid status code")?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len().max(RESPONSE_MAP_ROOM));
     let mut close = minor == 0;
     let mut transfer_encoding = None;
     let mut content_length: Result<Option<u64>, &'static str> = Ok(None);
@@ -491,6 +496,7 @@ fn parse_head(
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
             .map_err(|_| "invalid header value")?;
         if name == header::CONNECTION {
+            let mut names_others = false;
             for token in value
                 .as_bytes()
                 .split(|b| *b == b',')
@@ -498,9 +504,18 @@ fn parse_head(
             {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    close = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    close &= minor != 0;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"upgrade") {
+                    names_others = true;
                 }
+            }
+            // Hop-by-hop: never forwarded, so the usual `keep-alive` / `close` is read
+            // here and left out of the map (adding it only for the proxy to remove it
+            // again cost ~500 instructions a response). One that names other headers
+            // stays, for the proxy's hop-by-hop removal to find those.
+            if !names_others {
+                continue;
             }
         } else if name == header::TRANSFER_ENCODING {
             // The last coding of the last line decides.

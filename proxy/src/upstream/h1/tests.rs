@@ -36,27 +36,78 @@ fn head(text: &str) -> Result<Option<Head>, &'static str> {
 
 #[test]
 fn head_table() {
-    // (response head, status, keep-alive)
-    let cases: &[(&str, u16, bool)] = &[
-        ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", 200, true),
-        ("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 200, false),
+    // (response head, status, keep-alive, `connection` left in the map: only when it
+    // names other headers, for the hop-by-hop removal to find them)
+    let cases: &[(&str, u16, bool, bool)] = &[
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+            200,
+            true,
+            false,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            200,
+            false,
+            false,
+        ),
         (
             "HTTP/1.1 503 Busy\r\nconnection: keep-alive, Close\r\n\r\n",
             503,
             false,
+            false,
         ),
-        ("HTTP/1.0 200 OK\r\n\r\n", 200, false),
+        ("HTTP/1.0 200 OK\r\n\r\n", 200, false, false),
         (
             "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n",
             200,
             true,
+            false,
         ),
-        ("HTTP/1.1 204 No Content\r\n\r\n", 204, true),
+        (
+            "HTTP/1.0 200 OK\r\nConnection: close, keep-alive\r\n\r\n",
+            200,
+            true,
+            false,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n",
+            200,
+            true,
+            false,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nConnection: upgrade, ,\r\n\r\n",
+            200,
+            true,
+            false,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-secret\r\nx-secret: 1\r\n\r\n",
+            200,
+            true,
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nConnection: x-secret, close\r\n\r\n",
+            200,
+            false,
+            true,
+        ),
+        ("HTTP/1.1 204 No Content\r\n\r\n", 204, true, false),
     ];
-    for (text, status, keep_alive) in cases {
+    for (text, status, keep_alive, connection_kept) in cases {
         let h = head(text).unwrap().unwrap();
         assert_eq!(h.status.as_u16(), *status, "{text:?}");
         assert_eq!(h.keep_alive, *keep_alive, "{text:?}");
+        assert_eq!(
+            h.headers.contains_key(http::header::CONNECTION),
+            *connection_kept,
+            "{text:?}"
+        );
+        // hyper parses the connection's next request into this map: room for a
+        // browser's headers and the forwarding ones, so that it never grows.
+        assert!(h.headers.capacity() >= RESPONSE_MAP_ROOM, "{text:?}");
     }
     assert!(
         head("HTTP/1.1 200 OK\r\ncontent-le").unwrap().is_none(),

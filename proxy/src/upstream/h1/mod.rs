@@ -41,7 +41,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Headers a response map has room for at least. hyper's server keeps the map of the
 /// response it wrote (cleared) and parses the connection's next request into it, and the
 /// proxy then adds its forwarding headers: sized for a browser's request plus those,
-/// the map never grows (a grow rehashes every header: ~900 instructions a request).
+/// the map never grows (a grow rehashes every header: ~850 instructions a request).
+/// The price is ~2.5 KB per map, which an idle HTTP/1.1 client connection keeps.
 const RESPONSE_MAP_ROOM: usize = 24;
 /// Largest chunk-size line (with extensions) accepted.
 const MAX_CHUNK_LINE: usize = 1024;

@@ -898,6 +898,20 @@ ref_of() {
     esac
 }
 
+# per_round SCENARIO PROXY REF: PROXY's req/s over REF's, round by round (the k-th
+# measurement of each, taken in the same round, minutes apart at most), space-separated.
+# The machine drifts between phases lasting minutes; a ratio within one round is less
+# exposed to that than the ratio of medians, and how many rounds go either way shows it.
+per_round() {
+    printf '%s\n' "${ALL_ROWS[@]}" | awk -F'|' -v sc="$1" -v px="$2" -v ref="$3" '
+        $1 == sc && $2 == px { a[++na] = $3 }
+        $1 == sc && $2 == ref { b[++nb] = $3 }
+        END {
+            n = na < nb ? na : nb
+            for (k = 1; k <= n; k++) if (b[k] > 0) { printf "%s%.2f", sep, a[k] / b[k]; sep = " " }
+        }'
+}
+
 declare -A HA_RPS HA_P99 HA_CORE WEFT_RPS OBS_RPS BARE_RPS
 for r in "${ROWS[@]}"; do
     IFS='|' read -r sc px rps p50 p99 idle peak cpu _ <<< "$r"
@@ -954,6 +968,23 @@ TABLE="$OUT/table.md"
         echo "weft-obs is weft with a JSON access log to a file and $TRACE_PERCENT % of requests traced to an" \
             "OTLP collector (metrics are always on). Telemetry on / off, req/s:" \
             "h1 $(ratio "${OBS_RPS[h1]:-}" "${WEFT_RPS[h1]:-}"), h2 $(ratio "${OBS_RPS[h2]:-}" "${WEFT_RPS[h2]:-}")."
+    fi
+    rounds=""
+    for sc in h1 h2 mtls-h1 mtls-h2; do
+        wants "$sc" || continue
+        px=weft
+        [[ $sc == mtls-* ]] && px=weft-mtls-pair
+        r="$(per_round "$sc" "$px" "$(ref_of "$sc")")"
+        [[ -n $r ]] && rounds+="${rounds:+; }$sc $r"
+        if [[ $px == weft && $RESILIENCE == 1 ]]; then
+            r="$(per_round "$sc" weft-bare "$(ref_of "$sc")")"
+            [[ -n $r ]] && rounds+="; $sc weft-bare $r"
+        fi
+    done
+    if [[ -n $rounds ]]; then
+        echo
+        echo "Round by round (each round's Weft measurement over the same round's HAProxy one)," \
+            "req/s: $rounds."
     fi
     echo
     echo "Details, over the measured load only. 'proc CPU' is the proxy process (nginx: its worker;"

@@ -203,55 +203,52 @@ impl SecurityStats {
     }
 
     fn authz(&self, decision: &'static str, rule: Option<&Arc<str>>) -> Counter {
-        let key = (decision, rule.cloned());
-        if let Some(c) = self
-            .authz
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-        {
-            return c.clone();
-        }
-        let c = self.registry.counter(
-            names::AUTHZ_DECISIONS_TOTAL,
-            &[
-                (names::label::LISTENER, self.listener.to_string()),
-                (names::label::DECISION, decision.to_owned()),
-                (
-                    names::label::RULE,
-                    rule.map_or_else(|| "default".to_owned(), |r| r.to_string()),
-                ),
-            ],
-        );
-        self.authz
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, c.clone());
-        c
+        cached(&self.authz, (decision, rule.cloned()), || {
+            self.registry.counter(
+                names::AUTHZ_DECISIONS_TOTAL,
+                &[
+                    (names::label::LISTENER, self.listener.to_string()),
+                    (names::label::DECISION, decision.to_owned()),
+                    (
+                        names::label::RULE,
+                        rule.map_or_else(|| "default".to_owned(), |r| r.to_string()),
+                    ),
+                ],
+            )
+        })
     }
 
     fn jwt(&self, route: &Arc<str>, outcome: &'static str) -> Counter {
-        let key = (route.clone(), outcome);
-        if let Some(c) = self
-            .jwt
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-        {
-            return c.clone();
-        }
-        let c = self.registry.counter(
-            names::JWT_AUTHN_TOTAL,
-            &[
-                (names::label::LISTENER, self.listener.to_string()),
-                (names::label::ROUTE, route.to_string()),
-                (names::label::OUTCOME, outcome.to_owned()),
-            ],
-        );
-        self.jwt
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, c.clone());
-        c
+        cached(&self.jwt, (route.clone(), outcome), || {
+            self.registry.counter(
+                names::JWT_AUTHN_TOTAL,
+                &[
+                    (names::label::LISTENER, self.listener.to_string()),
+                    (names::label::ROUTE, route.to_string()),
+                    (names::label::OUTCOME, outcome.to_owned()),
+                ],
+            )
+        })
     }
+}
+
+/// The counter under `key` in `map`, made by `make` (and kept) the first time: label
+/// sets come from the configuration, so the map stays as small as the rules and routes.
+fn cached<K: std::hash::Hash + Eq>(
+    map: &RwLock<HashMap<K, Counter>>,
+    key: K,
+    make: impl FnOnce() -> Counter,
+) -> Counter {
+    if let Some(c) = map
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return c.clone();
+    }
+    map.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(key)
+        .or_insert_with(make)
+        .clone()
 }

@@ -17,8 +17,8 @@ use weft_tests::pattern::PatternBody;
 use weft_tests::{Client, TestProxy, upstream, within};
 
 use super::{
-    FORGED_XFCC, Mesh, TD, TTL, UPSTREAM_CONNECTIONS, XFCC, a_config, assert_xfcc,
-    client_handshakes, expect_id, handshake_lines, server_handshakes,
+    FORGED_XFCC, Mesh, TD, TTL, UPSTREAM_CONNECTIONS, XFCC, assert_xfcc, client_handshakes,
+    expect_id, handshake_lines, server_handshakes, start_a,
 };
 use crate::{LIMIT, both_clients};
 
@@ -209,13 +209,7 @@ clusters:
         identity = b_cert.identity_yaml(),
     ))
     .await?;
-    let a = TestProxy::start(&a_config(
-        &a_cert,
-        b.addr("inbound"),
-        &expect_id(&b_cert),
-        "",
-    ))
-    .await?;
+    let a = start_a(&a_cert, &b, &b_cert).await?;
     within(LIMIT, "grpc over the mesh", async {
         let mut client = TraceServiceClient::connect(format!("http://{}", a.addr("edge"))).await?;
         let span = Span {

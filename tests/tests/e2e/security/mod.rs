@@ -122,13 +122,7 @@ impl Mesh {
         let b_cert = ca.issue("b", TTL)?;
         let app = upstream::http1("app").await?;
         let b = TestProxy::start(&b_config(&b_cert, "true", app.addr(), "")).await?;
-        let a = TestProxy::start(&a_config(
-            &a_cert,
-            b.addr("inbound"),
-            &expect_id(&b_cert),
-            "",
-        ))
-        .await?;
+        let a = start_a(&a_cert, &b, &b_cert).await?;
         Ok(Mesh {
             ca,
             a_cert,
@@ -148,6 +142,12 @@ impl Mesh {
 /// A cluster's `mtls` value expecting exactly `peer`'s id.
 fn expect_id(peer: &CertDir) -> String {
     format!("{{ identity: {:?} }}", peer.id_str())
+}
+
+/// Sidecar A with `a_cert`, its cluster aimed at B's inbound listener and expecting
+/// exactly `b_cert`'s id.
+async fn start_a(a_cert: &CertDir, b: &TestProxy, b_cert: &CertDir) -> anyhow::Result<TestProxy> {
+    TestProxy::start(&a_config(a_cert, b.addr("inbound"), &expect_id(b_cert), "")).await
 }
 
 /// `weft_tls_handshakes_total` of a listener (`side="server"`) with `outcome`.

@@ -13,8 +13,8 @@ use weft_tests::ca::{CertDir, Exchange, TestCa, TlsClient};
 use weft_tests::{Client, TestProxy, eventually, upstream, within};
 
 use super::{
-    HANDSHAKES, OTHER_TD, TD, TTL, a_config, assert_xfcc, b_config, client_handshakes, expect_id,
-    handshake_lines, server_handshakes,
+    HANDSHAKES, OTHER_TD, TD, TTL, a_config, assert_xfcc, b_config, client_handshakes,
+    handshake_lines, server_handshakes, start_a,
 };
 use crate::LIMIT;
 
@@ -133,13 +133,7 @@ async fn a_cluster_refuses_a_peer_from_an_unknown_ca() -> anyhow::Result<()> {
             ("another trust domain's CA", other.issue("b", TTL)?),
         ] {
             let b = TestProxy::start(&b_config(&b_cert, "true", app.addr(), "")).await?;
-            let a = TestProxy::start(&a_config(
-                &a_cert,
-                b.addr("inbound"),
-                &expect_id(&b_cert),
-                "",
-            ))
-            .await?;
+            let a = start_a(&a_cert, &b, &b_cert).await?;
             assert_refused_through(&a, what).await?;
             assert_eq!(app.count(), 0, "{what}: nothing reached the app");
             let m = a.metrics().await?;

@@ -25,7 +25,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Version};
 use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
 use metrics::Counter;
 use tokio::time::Instant;
 use weft_telemetry::access_log::{self, AccessLog, AccessLogError, AccessRecord, Kind};
@@ -693,13 +692,13 @@ impl Drop for Observed {
 /// A request body that counts the bytes passing through.
 #[derive(Debug)]
 pub struct Counted {
-    inner: Incoming,
+    inner: Body,
     count: Arc<AtomicU64>,
 }
 
 impl Counted {
     /// Wraps `inner`, adding to `count`.
-    pub fn new(inner: Incoming, count: Arc<AtomicU64>) -> Counted {
+    pub fn new(inner: Body, count: Arc<AtomicU64>) -> Counted {
         Counted { inner, count }
     }
 

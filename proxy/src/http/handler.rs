@@ -20,7 +20,6 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
@@ -104,7 +103,7 @@ impl Drop for InFlight {
 /// Handles one request; never fails (failures are responses).
 pub async fn handle(
     ctx: Arc<ConnCtx>,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let in_flight = InFlight::new(&ctx);
@@ -392,7 +391,7 @@ struct RouteCtx<'a> {
 async fn guarded(
     policies: &RoutePolicies,
     rc: &RouteCtx<'_>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     fwd: &mut Forwarding<'_>,
 ) -> Result<Response<Body>, ProxyError> {
     // The innermost service borrows the forwarding record for the one call it gets.
@@ -403,7 +402,7 @@ async fn guarded(
         flag: None,
     }));
     let take = || slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-    let inner = tower::service_fn(|req: Request<Incoming>| async {
+    let inner = tower::service_fn(|req: Request<Body>| async {
         let Some(mut f) = take() else {
             return Err(ProxyError::BadRequest("request forwarded twice"));
         };
@@ -431,7 +430,7 @@ async fn guarded(
 /// per-try timeout, circuit breaker, endpoints). Notes the backend used in `fwd`.
 async fn forward(
     rc: &RouteCtx<'_>,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     fwd: &mut Forwarding<'_>,
 ) -> Result<Response<Body>, ProxyError> {
     let RouteCtx {
@@ -608,7 +607,7 @@ async fn send(
     cluster: &Cluster,
     f: &Forward,
     parts: http::request::Parts,
-    body: Incoming,
+    body: Body,
     hash: Option<u64>,
     total: Option<Duration>,
     grpc: bool,
@@ -628,7 +627,7 @@ async fn send(
             None => held.await?,
         };
         match (body, len) {
-            (Body::Incoming(b), None) => (counted(b, fwd), false),
+            (body, None) => (counted(body, fwd), false),
             (body, len) => {
                 fwd.request_bytes = len.map(|n| Arc::new(AtomicU64::new(n)));
                 (body, true)
@@ -676,7 +675,7 @@ async fn send(
 }
 
 /// A request body streamed as it arrives, its bytes counted on the way.
-fn counted(body: Incoming, fwd: &mut Forwarding<'_>) -> Body {
+fn counted(body: Body, fwd: &mut Forwarding<'_>) -> Body {
     let count = Arc::new(AtomicU64::new(0));
     fwd.request_bytes = Some(count.clone());
     Body::Counted(Box::new(Counted::new(body, count)))

@@ -11,11 +11,13 @@
 pub mod body;
 pub mod cors;
 pub mod error;
+pub mod h1;
 pub mod handler;
 pub mod headers;
 pub mod security;
 pub mod server;
 pub mod upgrade;
+pub mod wire;
 
 pub use self::body::{Body, BoxError};
 pub use self::error::ProxyError;

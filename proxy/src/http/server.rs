@@ -14,6 +14,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::BytesMut;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::Counter;
@@ -21,6 +25,8 @@ use tokio::net::TcpStream;
 
 use crate::drain::{DRAIN_TIMEOUT, Watch};
 
+use super::body::Body;
+use super::h1;
 use super::handler::{self, ConnCtx};
 
 /// Protocol detection outcomes of one listener (`weft_protocol_detection_total`).
@@ -69,6 +75,9 @@ pub struct Settings {
 
 /// Smallest read buffer hyper accepts for HTTP/1.
 const MIN_H1_BUFFER: usize = 8192;
+
+/// The HTTP/1.1 read buffer's first size.
+const READ_BUFFER: usize = 8192;
 
 /// What an HTTP/2 client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -147,18 +156,36 @@ async fn serve_io<I>(
         after,
         ctx: ctx.clone(),
     });
-    let service = hyper::service::service_fn(move |req| handler::handle(ctx.clone(), req));
-    let io = TokioIo::new(stream);
     let result = match protocol {
         Protocol::Http1 => {
-            let conn = http1::Builder::new()
-                .auto_date_header(false)
-                .timer(TokioTimer::new())
-                .header_read_timeout(settings.request_headers_timeout)
-                .max_buf_size(settings.max_request_headers.max(MIN_H1_BUFFER))
-                .serve_connection(io, service)
-                .with_upgrades();
-            drive(conn, &mut drain, idle, |c| c.graceful_shutdown()).await
+            // Our own loop first; hyper's server from the first request it cannot take.
+            let stop = AtomicBool::new(false);
+            let mut stream = stream;
+            let mut buf = BytesMut::with_capacity(READ_BUFFER);
+            let limits = h1::Limits {
+                max_head: settings.max_request_headers,
+                head_timeout: settings.request_headers_timeout,
+            };
+            let served = h1::serve(&mut stream, &mut buf, &ctx, limits, &stop);
+            match drive(served, &mut drain, idle.clone(), |_| {
+                stop.store(true, Relaxed)
+            })
+            .await
+            {
+                Some(h1::Ended::HandOff) => {
+                    let io = TokioIo::new(h1::Rewind::new(buf.freeze(), stream));
+                    let conn = http1::Builder::new()
+                        .auto_date_header(false)
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(settings.request_headers_timeout)
+                        .max_buf_size(settings.max_request_headers.max(MIN_H1_BUFFER))
+                        .serve_connection(io, hyper_service(ctx))
+                        .with_upgrades();
+                    drive(conn, &mut drain, idle, |c| c.graceful_shutdown()).await
+                }
+                Some(h1::Ended::Closed) => Some(Ok(())),
+                None => None,
+            }
         }
         Protocol::Http2 => {
             let conn = http2::Builder::new(TokioExecutor::new())
@@ -166,7 +193,7 @@ async fn serve_io<I>(
                 .max_header_list_size(
                     u32::try_from(settings.max_request_headers).unwrap_or(u32::MAX),
                 )
-                .serve_connection(io, service);
+                .serve_connection(TokioIo::new(stream), hyper_service(ctx));
             drive(conn, &mut drain, idle, |c| c.graceful_shutdown()).await
         }
     };
@@ -177,7 +204,22 @@ async fn serve_io<I>(
     }
 }
 
+/// The handler as a hyper service.
+fn hyper_service(
+    ctx: Arc<ConnCtx>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<http::Response<Body>, std::convert::Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        handler::handle(ctx.clone(), req.map(Body::Incoming))
+    })
+}
+
 /// The idle timeout of a connection.
+#[derive(Clone)]
 struct Idle {
     after: Duration,
     ctx: Arc<ConnCtx>,

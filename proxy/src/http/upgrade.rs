@@ -6,7 +6,6 @@
 //! to an endpoint of the route's cluster and answers `200` only once that worked.
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -44,7 +43,7 @@ pub async fn splice(down: OnUpgrade, up: OnUpgrade, mut drain: Watch) {
 pub async fn connect(
     cluster: &Cluster,
     f: &Forward,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     mut drain: Watch,
 ) -> Result<Response<Body>, ProxyError> {
     if !f.connect_terminate {

@@ -18,6 +18,7 @@ mod authz;
 mod balancing;
 mod errors;
 mod forwarding;
+mod http1;
 mod malformed;
 mod reload;
 mod resilience;

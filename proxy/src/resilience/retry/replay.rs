@@ -7,15 +7,21 @@
 use bytes::Bytes;
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::http::{Body, ProxyError};
 
 /// The body to send: held whole (replayable) if it is small enough, else streamed.
 /// Returns its length when held.
-pub async fn hold(body: Incoming, cap: usize) -> Result<(Body, Option<u64>), ProxyError> {
+pub async fn hold(body: Body, cap: usize) -> Result<(Body, Option<u64>), ProxyError> {
     if body.is_end_stream() {
         return Ok((Body::Empty, Some(0)));
+    }
+    // A body that came whole with its head (see `http::h1`) is held already.
+    if let Body::Full(Some(b)) = &body
+        && b.len() <= cap
+    {
+        let n = b.len() as u64;
+        return Ok((body, Some(n)));
     }
     match body.size_hint().exact() {
         Some(len) if len <= cap as u64 => {
@@ -28,6 +34,6 @@ pub async fn hold(body: Incoming, cap: usize) -> Result<(Body, Option<u64>), Pro
             let n = bytes.len() as u64;
             Ok((Body::full(bytes), Some(n)))
         }
-        _ => Ok((Body::Incoming(body), None)),
+        _ => Ok((body, None)),
     }
 }

@@ -29,7 +29,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::head::RequestHead;
-use crate::http::{Body, BoxError, ProxyError};
+use crate::http::{Body, BoxError, ProxyError, wire};
 use crate::snapshot::policy;
 
 /// Largest response head accepted.
@@ -160,7 +160,7 @@ pub async fn send(
         }
     }
     if body_done && framing == ReqFraming::Chunked {
-        last_chunk(trailers.as_ref(), &mut out);
+        wire::last_chunk(trailers.as_ref(), &mut out);
     }
     let reset = |e: std::io::Error| ProxyError::UpstreamReset(e.into());
     // A request may go again on another connection only if it is idempotent, carried
@@ -372,25 +372,10 @@ fn encode_frame(frame: Frame<Bytes>, framing: ReqFraming, out: &mut Vec<u8>) {
         return;
     }
     if framing == ReqFraming::Chunked {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        out.extend_from_slice(&data);
-        out.extend_from_slice(b"\r\n");
+        wire::chunk(&data, out);
     } else {
         out.extend_from_slice(&data);
     }
-}
-
-/// The end of a chunked body, with its trailers. (Trailers cannot travel in a
-/// length-framed HTTP/1.1 body; there they are dropped.)
-fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Streams the rest of a request body.
@@ -414,10 +399,9 @@ async fn stream_body(
                 continue;
             }
             if framing == ReqFraming::Chunked {
-                w.write_all(format!("{:x}\r\n", data.len()).as_bytes())
-                    .await?;
-                w.write_all(&data).await?;
-                w.write_all(b"\r\n").await?;
+                let mut line = Vec::with_capacity(data.len() + 20);
+                wire::chunk(&data, &mut line);
+                w.write_all(&line).await?;
             } else {
                 w.write_all(&data).await?;
             }
@@ -425,7 +409,7 @@ async fn stream_body(
     }
     if framing == ReqFraming::Chunked {
         let mut end = Vec::new();
-        last_chunk(trailers.as_ref(), &mut end);
+        wire::last_chunk(trailers.as_ref(), &mut end);
         w.write_all(&end).await?;
     }
     w.flush().await?;
@@ -498,16 +482,12 @@ fn parse_head(
             .map_err(|_| "invalid header value")?;
         if name == header::CONNECTION {
             let mut names_others = false;
-            for token in value
-                .as_bytes()
-                .split(|b| *b == b',')
-                .map(<[u8]>::trim_ascii)
-            {
+            for token in wire::tokens(value.as_bytes()) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     close &= minor != 0;
-                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"upgrade") {
+                } else if !token.eq_ignore_ascii_case(b"upgrade") {
                     names_others = true;
                 }
             }
@@ -520,36 +500,13 @@ fn parse_head(
             }
         } else if name == header::TRANSFER_ENCODING {
             // The last coding of the last line decides.
-            if let Some(last) = value
-                .as_bytes()
-                .split(|b| *b == b',')
-                .map(<[u8]>::trim_ascii)
-                .rfind(|t| !t.is_empty())
-            {
-                transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
+            if let Some(chunked) = wire::last_coding_is_chunked(value.as_bytes()) {
+                transfer_encoding = Some(chunked);
             }
         } else if name == header::CONTENT_LENGTH {
-            content_length_repeated |= content_length != Ok(None);
-            for part in value
-                .as_bytes()
-                .split(|b| *b == b',')
-                .map(<[u8]>::trim_ascii)
-            {
-                let n = std::str::from_utf8(part)
-                    .ok()
-                    .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|p| p.parse::<u64>().ok());
-                content_length = match (content_length, n) {
-                    (Err(e), _) => Err(e),
-                    (_, None) => Err("invalid content-length"),
-                    (Ok(Some(l)), Some(n)) if l != n => Err("conflicting content-length values"),
-                    (Ok(Some(_)), Some(n)) => {
-                        content_length_repeated = true;
-                        Ok(Some(n))
-                    }
-                    (Ok(None), Some(n)) => Ok(Some(n)),
-                };
-            }
+            content_length_repeated |=
+                content_length != Ok(None) || value.as_bytes().contains(&b',');
+            content_length = wire::fold_content_length(content_length, value.as_bytes());
         }
         headers.append(name, value);
     }

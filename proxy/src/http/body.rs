@@ -1,7 +1,8 @@
 //! The one body type of the data path, in both directions.
 //!
-//! A request body arrives as hyper's `Incoming` and is handed to the upstream client as
-//! is; a response body comes back the same way. Nothing is collected: frames flow as they
+//! A request body arrives as hyper's `Incoming` (or, on the HTTP/1.1 loop, as the
+//! `Full` bytes that came with the head) and is handed to the upstream client as is; a
+//! response body comes back the same way. Nothing is collected: frames flow as they
 //! arrive, so memory per request stays bounded whatever the body's size. Local answers
 //! (errors, redirects, direct responses) are small `Full` bodies.
 

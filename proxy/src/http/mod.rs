@@ -1,7 +1,10 @@
 //! The HTTP data path.
 //!
 //! - [`server`]: accepts a connection and serves HTTP/1.1 and HTTP/2 (prior knowledge,
-//!   detected from the first bytes) on it with hyper;
+//!   detected from the first bytes) on it;
+//! - [`h1`]: the HTTP/1.1 connection loop (hyper's server takes over for upgrades and
+//!   streamed request bodies);
+//! - [`wire`]: HTTP/1.1 framing pieces shared with the upstream codec;
 //! - [`handler`]: one request: route, answer locally or forward;
 //! - [`headers`]: hop-by-hop removal, forwarding headers, rewrites (pure);
 //! - [`upgrade`]: WebSocket and CONNECT tunnels;

@@ -1,10 +1,13 @@
 //! Serves one accepted connection: HTTP/1.1, or HTTP/2 with prior knowledge, told apart
-//! by peeking at the first bytes (the HTTP/2 connection preface), with upgrades
-//! (WebSocket, CONNECT) enabled.
+//! by peeking at the first bytes (the HTTP/2 connection preface). HTTP/1.1 starts on our
+//! own loop ([`super::h1`]) and goes on with hyper's server, upgrades (WebSocket,
+//! CONNECT) enabled, from the first request the loop hands off; HTTP/2 is hyper's.
 //!
 //! Limits come from the listener's settings: time to receive request headers (slow
-//! clients are cut off), and the size of a request's header block (beyond it: 431 on
-//! HTTP/1.1; on HTTP/2 the h2 crate closes the connection with GOAWAY). When the
+//! clients are cut off: on the HTTP/1.1 loop from a head's first byte, on hyper's
+//! HTTP/1.1 server from the end of the previous exchange), and the size of a request's
+//! header block (beyond it: 431 on HTTP/1.1; on HTTP/2 the h2 crate closes the
+//! connection with GOAWAY). When the
 //! listener drains, in-flight requests finish, idle HTTP/1.1 connections close and
 //! HTTP/2 clients get a GOAWAY.
 

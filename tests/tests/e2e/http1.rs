@@ -260,6 +260,14 @@ static_resources:
         s.write_all(b"TP/1.1\r\nHost: a\r\n\r\n").await?;
         let (head, _) = response(&mut s).await?;
         assert_eq!(header(&head, "x-seen-path"), Some("/split"), "{head}");
+        // A byte per write: the blank line that ends the head is found across reads.
+        s.set_nodelay(true)?;
+        for b in b"GET /drip HTTP/1.1\r\nHost: a\r\n\r\n" {
+            s.write_all(&[*b]).await?;
+            s.flush().await?;
+        }
+        let (head, _) = response(&mut s).await?;
+        assert_eq!(header(&head, "x-seen-path"), Some("/drip"), "{head}");
         // Idle past the header timeout between two requests: still open.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         s.write_all(b"GET /later HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -154,6 +154,15 @@ pub fn scan(buf: &[u8], max_head: usize, spans: &mut Vec<Span>) -> Result<Scanne
     }))
 }
 
+/// Whether `bytes` hold the blank line that ends a head (`\n\n` or `\n\r\n`).
+pub fn may_end_head(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .any(|(i, _)| matches!(&bytes[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+}
+
 /// Cuts the head and body that [`scan`] found from `buf` and makes the request, its
 /// header map taken from `headers` (a cleared map with room, reused per connection).
 pub fn build(

@@ -119,6 +119,22 @@ fn request_heads_are_served_handed_off_or_refused() {
 }
 
 #[test]
+fn only_a_blank_line_can_end_a_head() {
+    let table: &[(&[u8], bool)] = &[
+        (b"\r\n\r\n", true),
+        (b"\n\n", true),
+        (b"a\n\r\nb", true),
+        (b"Host: a\r\n", false),
+        (b"\r\n\r", false),
+        (b"", false),
+        (b"\n", false),
+    ];
+    for (bytes, want) in table {
+        assert_eq!(parse::may_end_head(bytes), *want, "{bytes:?}");
+    }
+}
+
+#[test]
 fn oversized_heads_are_refused_with_431() {
     let long = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
     assert_eq!(scan(&long), Err(Reject::TooLarge));

@@ -36,11 +36,17 @@ pub fn fold_content_length(
     let mut any = false;
     for part in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
         any = true;
-        let n = std::str::from_utf8(part)
-            .ok()
-            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|p| p.parse::<u64>().ok())
-            .ok_or("invalid content-length")?;
+        if part.is_empty() {
+            return Err("invalid content-length");
+        }
+        let mut n: u64 = 0;
+        for b in part {
+            n = b
+                .is_ascii_digit()
+                .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+                .flatten()
+                .ok_or("invalid content-length")?;
+        }
         match acc {
             Some(l) if l != n => return Err("conflicting content-length values"),
             _ => acc = Some(n),

@@ -70,13 +70,14 @@ pub fn head(
         out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let (framing, length) = framing(
-        head_request,
-        status,
-        http10,
-        header_length(&parts.headers),
-        body_len,
-    );
+    // The response's own length matters only where the body's is unknown or not sent
+    // (reading it costs a header lookup and a parse).
+    let header_len = if body_len.is_none() || head_request || status == StatusCode::NOT_MODIFIED {
+        header_length(&parts.headers)
+    } else {
+        None
+    };
+    let (framing, length) = framing(head_request, status, http10, header_len, body_len);
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING

@@ -119,6 +119,35 @@ fn request_heads_are_served_handed_off_or_refused() {
 }
 
 #[test]
+fn content_length_lines_fold_into_one_value() {
+    use crate::http::wire::fold_content_length as fold;
+    let bad = Err("invalid content-length");
+    type Folded = Result<Option<u64>, &'static str>;
+    // (what earlier lines said, this line, the result)
+    let table: &[(Folded, &str, Folded)] = &[
+        (Ok(None), "5", Ok(Some(5))),
+        (Ok(None), " 5 , 5", Ok(Some(5))),
+        (Ok(Some(5)), "5", Ok(Some(5))),
+        (Ok(Some(5)), "6", Err("conflicting content-length values")),
+        (Ok(None), "5, 6", Err("conflicting content-length values")),
+        (Ok(None), "18446744073709551615", Ok(Some(u64::MAX))),
+        (Ok(None), "18446744073709551616", bad),
+        (Ok(None), "", bad),
+        (Ok(None), "5,", bad),
+        (Ok(None), "+5", bad),
+        (Ok(None), "0x5", bad),
+        (bad, "5", bad),
+    ];
+    for (so_far, value, want) in table {
+        assert_eq!(
+            fold(*so_far, value.as_bytes()),
+            *want,
+            "{so_far:?} + {value:?}"
+        );
+    }
+}
+
+#[test]
 fn only_a_blank_line_can_end_a_head() {
     let table: &[(&[u8], bool)] = &[
         (b"\r\n\r\n", true),

@@ -126,20 +126,7 @@ clusters:
 async fn a_post_with_a_body_to_a_resetting_upstream_is_a_502() -> anyhow::Result<()> {
     let resetting = upstream::http1("resetting").await?;
     resetting.set(Behavior::reset());
-    let proxy = TestProxy::start(&format!(
-        r#"
-listeners:
-  - name: edge
-    address: 127.0.0.1:0
-    routes:
-      - match: {{ prefix: / }}
-        to: resetting
-clusters:
-  resetting: {{ endpoints: [{}] }}
-"#,
-        resetting.addr()
-    ))
-    .await?;
+    let proxy = crate::edge_to(&resetting).await?;
     within(LIMIT, "reset with a body", async {
         for client in both_clients() {
             let reply = client

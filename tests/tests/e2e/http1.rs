@@ -11,26 +11,13 @@ use tokio::net::TcpStream;
 use weft_tests::client::{raw_exchange, read_head, read_some};
 use weft_tests::{Behavior, TestProxy, Upstream, eventually, upstream, within};
 
-use crate::LIMIT;
+use crate::{LIMIT, edge_to};
 
 const READ: Duration = Duration::from_secs(5);
 
 async fn setup() -> anyhow::Result<(Upstream, TestProxy)> {
     let up = upstream::http1("loop").await?;
-    let proxy = TestProxy::start(&format!(
-        r#"
-listeners:
-  - name: edge
-    address: 127.0.0.1:0
-    routes:
-      - match: {{ prefix: / }}
-        to: loop
-clusters:
-  loop: {{ endpoints: [{}] }}
-"#,
-        up.addr()
-    ))
-    .await?;
+    let proxy = edge_to(&up).await?;
     Ok((up, proxy))
 }
 

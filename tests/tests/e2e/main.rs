@@ -35,6 +35,26 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOC: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
 
+/// A proxy with one listener, `edge`, whose one route sends everything to `up` (a
+/// cluster named after it).
+async fn edge_to(up: &weft_tests::Upstream) -> anyhow::Result<weft_tests::TestProxy> {
+    weft_tests::TestProxy::start(&format!(
+        r#"
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    routes:
+      - match: {{ prefix: / }}
+        to: {name}
+clusters:
+  {name}: {{ endpoints: [{addr}] }}
+"#,
+        name = up.name(),
+        addr = up.addr()
+    ))
+    .await
+}
+
 /// The time limit of a typical test.
 const LIMIT: Duration = Duration::from_secs(30);
 

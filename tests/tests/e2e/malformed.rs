@@ -6,24 +6,11 @@ use std::time::Duration;
 use weft_tests::client::raw_exchange;
 use weft_tests::{Client, TestProxy, Upstream, upstream, within};
 
-use crate::{LIMIT, both_clients};
+use crate::{LIMIT, both_clients, edge_to};
 
 async fn setup() -> anyhow::Result<(Upstream, TestProxy)> {
     let up = upstream::http1("fine").await?;
-    let proxy = TestProxy::start(&format!(
-        r#"
-listeners:
-  - name: edge
-    address: 127.0.0.1:0
-    routes:
-      - match: {{ prefix: / }}
-        to: fine
-clusters:
-  fine: {{ endpoints: [{}] }}
-"#,
-        up.addr()
-    ))
-    .await?;
+    let proxy = edge_to(&up).await?;
     Ok((up, proxy))
 }
 

@@ -58,10 +58,15 @@ enum Command {
         admin: Option<SocketAddr>,
     },
     /// Validate a configuration file: exit 0 if valid, 1 with every problem if not.
+    /// Certificate files it names are loaded and checked too, as `weft run` would.
     Check {
         /// weft.yaml or an Envoy-format file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Check the configuration only, not the certificate files it names (e.g. in a
+        /// pipeline that has no certificates).
+        #[arg(long)]
+        skip_files: bool,
     },
     /// Show how a request would be routed by a configuration file.
     Explain {
@@ -210,7 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         namespace: Some(cli.namespace.clone()),
     };
     match cli.command {
-        Command::Check { config } => Ok(check(&config)),
+        Command::Check { config, skip_files } => Ok(check(&config, skip_files)),
         Command::Ca { command } => ca_cmd(command),
         Command::Explain {
             config,
@@ -299,10 +304,21 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     builder.enable_all().build().context("starting the runtime")
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
     match config::load_file(path) {
         Ok(loaded) => {
             let s = &loaded.snapshot;
+            let problems = if skip_files {
+                Vec::new()
+            } else {
+                weft_proxy::tls::check_files(s)
+            };
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("{}: {p}", path.display());
+                }
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: ok ({} listener{}, {} route{}, {} cluster{})",
                 path.display(),

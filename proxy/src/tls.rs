@@ -198,11 +198,7 @@ impl TlsRuntime {
             return Ok(store);
         }
         let source = files.cert.display().to_string();
-        let paths = CertPaths {
-            cert: files.cert.clone(),
-            key: files.key.clone(),
-            bundle: files.ca.clone(),
-        };
+        let paths = cert_paths(files);
         let creds = FileSource::load(&paths, &source).map_err(|e| format!("{place}: {e}"))?;
         let store = CertStore::new(&source, registry);
         store.publish(Ok(creds));
@@ -215,6 +211,43 @@ impl TlsRuntime {
             }),
         );
         Ok(store)
+    }
+}
+
+/// Loads every set of certificate files `snapshot` names, as running it would, without
+/// keeping or watching anything: what `weft check` reports. One problem per set that
+/// fails, naming the first listener or cluster that uses it.
+pub fn check_files(snapshot: &Snapshot) -> Vec<String> {
+    let listeners = snapshot.listeners.iter().flat_map(|l| {
+        l.tls
+            .iter()
+            .flat_map(spec_files)
+            .map(move |f| (format!("listener {:?}", l.name), f))
+    });
+    let clusters = snapshot.clusters.iter().filter_map(|c| {
+        c.tls
+            .as_ref()
+            .map(|t| (format!("cluster {:?}", c.name), &t.identity))
+    });
+    let mut seen = std::collections::HashSet::new();
+    let mut problems = Vec::new();
+    for (place, files) in listeners.chain(clusters) {
+        if !seen.insert(files) {
+            continue;
+        }
+        let source = files.cert.display().to_string();
+        if let Err(e) = FileSource::load(&cert_paths(files), &source) {
+            problems.push(format!("{place}: {e}"));
+        }
+    }
+    problems
+}
+
+fn cert_paths(files: &CertFiles) -> CertPaths {
+    CertPaths {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        bundle: files.ca.clone(),
     }
 }
 

@@ -65,7 +65,8 @@ impl Drop for TempFile {
 
 #[test]
 fn check_accepts_the_shop_example() {
-    let out = weft(&["check", "-c", shop_yaml().to_str().unwrap()]);
+    // Its certificates are issued by whoever runs it (`weft demo` makes its own).
+    let out = weft(&["check", "--skip-files", "-c", shop_yaml().to_str().unwrap()]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
@@ -131,6 +132,80 @@ fn check_reports_yaml_errors_with_their_line() {
         stderr.contains(&format!("{}:3:5: unknown field `adress`", file.path())),
         "{stderr}"
     );
+}
+
+/// `weft check` loads the certificate files a configuration names, as `weft run` would:
+/// missing files and a key that does not match its certificate are problems, named with
+/// the listener or cluster that uses them; `--skip-files` checks the configuration only.
+#[test]
+fn check_loads_the_certificate_files() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-{}-certs", std::process::id()));
+    let d = |sub: &str| dir.join(sub).to_str().unwrap().to_owned();
+    let ok = |out: &Output| assert!(out.status.success(), "{}", text(&out.stderr));
+    ok(&weft(&[
+        "ca",
+        "init",
+        "--trust-domain",
+        "example.org",
+        "--out",
+        &d("ca"),
+    ]));
+    for sa in ["b", "c"] {
+        let id = format!("spiffe://example.org/ns/a/sa/{sa}");
+        ok(&weft(&[
+            "ca",
+            "issue",
+            "--ca",
+            &d("ca"),
+            "--id",
+            &id,
+            "--ttl",
+            "1h",
+            "--out",
+            &d(sa),
+        ]));
+    }
+    let config = |cert: &str, key: &str| {
+        format!(
+            "identity: {{ cert: {cert}, key: {key}, ca: {ca} }}\n\
+             listeners:\n  - name: inbound\n    address: 127.0.0.1:0\n    mtls: true\n    \
+             routes:\n      - to: app\n\
+             clusters:\n  app: {{ endpoints: [127.0.0.1:1] }}\n",
+            ca = d("b/ca.pem"),
+        )
+    };
+    let good = TempFile::new("tls-good.yaml", &config(&d("b/cert.pem"), &d("b/key.pem")));
+    let out = weft(&["check", "-c", good.path()]);
+    ok(&out);
+    assert!(
+        text(&out.stdout).contains("ok (1 listener"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let cases = [
+        (
+            "missing",
+            config(&d("nowhere/cert.pem"), &d("b/key.pem")),
+            "nowhere/cert.pem",
+        ),
+        (
+            "mismatched",
+            config(&d("b/cert.pem"), &d("c/key.pem")),
+            "listener \"inbound\"",
+        ),
+    ];
+    for (what, yaml, named) in cases {
+        let file = TempFile::new("tls-bad.yaml", &yaml);
+        let out = weft(&["check", "-c", file.path()]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{what}: {stderr}");
+        assert!(stderr.contains("listener \"inbound\""), "{what}: {stderr}");
+        assert!(stderr.contains(named), "{what}: {stderr}");
+        // The configuration itself is sound.
+        ok(&weft(&["check", "--skip-files", "-c", file.path()]));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -23,8 +23,9 @@ pub const OUTCOMES: &[&str] = &[
     "bad_eku",
     "protocol",
     "peer_refused",
-    // The handshake did not finish within the listener's header timeout (counted by the
-    // caller, which owns the timer).
+    // The handshake did not finish in time: the listener's header timeout, or the
+    // cluster's connect timeout on the client side (counted by the caller, which owns
+    // the timer).
     "timeout",
     "other",
 ];

@@ -206,21 +206,14 @@ async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     let _ = upstream.set_nodelay(true);
     let mut upstream = match &cluster.tls {
         None => Either::Left(upstream),
-        Some(tls) => {
-            match tokio::time::timeout(timeout, tls.connect(upstream, MeshAlpn::Tcp)).await {
-                Ok(Ok(s)) => Either::Right(Box::new(s)),
-                Ok(Err(e)) => {
-                    tracing::debug!(%listener, upstream = %endpoint.addr, error = %e, "TCP upstream TLS handshake failed");
-                    outcome.flags = "UF";
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%listener, upstream = %endpoint.addr, "TCP upstream TLS handshake timed out");
-                    outcome.flags = "UF";
-                    return;
-                }
+        Some(tls) => match tls.connect(upstream, MeshAlpn::Tcp, timeout).await {
+            Ok(s) => Either::Right(Box::new(s)),
+            Err(e) => {
+                tracing::debug!(%listener, upstream = %endpoint.addr, error = %e, "TCP upstream TLS handshake failed");
+                outcome.flags = "UF";
+                return;
             }
-        }
+        },
     };
     let _in_flight = endpoint.load.start();
     let mut tracked = Tracked {

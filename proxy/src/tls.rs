@@ -381,29 +381,37 @@ pub enum MeshAlpn {
 }
 
 impl MeshConnector {
-    /// Runs the client handshake on `stream`. The server name is not checked (the
-    /// peer's SPIFFE id is), so the endpoint's IP stands in for it and no SNI is sent.
+    /// Runs the client handshake on `stream`, within `timeout` (a handshake that does not
+    /// finish in time is counted as `timeout` and fails with `TimedOut`). The server name
+    /// is not checked (the peer's SPIFFE id is), so the endpoint's IP stands in for it
+    /// and no SNI is sent.
     pub async fn connect(
         &self,
         stream: TcpStream,
         alpn: MeshAlpn,
+        timeout: Duration,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let ip = stream.peer_addr()?.ip();
         let connector = match alpn {
             MeshAlpn::H2 => &self.h2,
             MeshAlpn::Tcp => &self.tcp,
         };
-        match connector
-            .connect(ServerName::IpAddress(ip.into()), stream)
-            .await
-        {
-            Ok(s) => {
+        let handshake = connector.connect(ServerName::IpAddress(ip.into()), stream);
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(s)) => {
                 self.handshakes.record("ok");
                 Ok(s)
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 self.handshakes.record(weft_mtls::io_outcome(&e));
                 Err(e)
+            }
+            Err(_) => {
+                self.handshakes.record("timeout");
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("TLS handshake not finished within {timeout:?}"),
+                ))
             }
         }
     }

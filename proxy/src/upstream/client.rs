@@ -343,9 +343,8 @@ impl Shared {
         let io = TokioIo::new(match &self.tls {
             None => Either::Left(stream),
             Some(tls) => Either::Right(Box::new(
-                tokio::time::timeout(self.connect_timeout, tls.connect(stream, MeshAlpn::H2))
+                tls.connect(stream, MeshAlpn::H2, self.connect_timeout)
                     .await
-                    .map_err(|_| ProxyError::ConnectFailure("TLS handshake timed out".into()))?
                     .map_err(|e| ProxyError::ConnectFailure(e.into()))?,
             )),
         });

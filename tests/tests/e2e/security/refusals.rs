@@ -414,3 +414,66 @@ async fn a_stalled_handshake_is_counted_as_a_timeout() -> anyhow::Result<()> {
     })
     .await?
 }
+
+/// The client side's handshake timeout: an endpoint that accepts the TCP connection and
+/// never answers the ClientHello is given up on after the cluster's connect timeout.
+/// The request gets a local 503, and A counts the handshake as `timeout`.
+#[tokio::test]
+async fn a_silent_mesh_endpoint_times_out_the_client_handshake() -> anyhow::Result<()> {
+    let ca = TestCa::new(TD)?;
+    let a_cert = ca.issue("a", TTL)?;
+    let b_cert = ca.issue("b", TTL)?;
+    // Accepts and holds every connection, saying nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = silent.local_addr()?;
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let a = TestProxy::start(&format!(
+        r#"
+identity: {identity}
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    routes:
+      - match: {{ prefix: / }}
+        to: b
+clusters:
+  b:
+    endpoints: ["{addr}"]
+    mtls: {{ identity: {id:?} }}
+    connect_timeout: 1s
+"#,
+        identity = a_cert.identity_yaml(),
+        id = b_cert.id_str(),
+    ))
+    .await?;
+    let result = within(LIMIT, "silent endpoint", async {
+        let reply = Client::http1().get(&a.url("edge", "/")).await?;
+        assert_eq!(reply.code(), 503, "{:?} {}", reply.headers, reply.text());
+        assert_eq!(
+            reply.header(crate::ERROR_HEADER),
+            Some("upstream-connect-failure"),
+            "{}",
+            reply.text()
+        );
+        let mut last = None;
+        let counted = eventually(COUNTED, "client timeout counted", async || {
+            let m = a.metrics().await.unwrap();
+            let done = client_handshakes(&m, "b", "timeout") >= 1.0;
+            last = Some(m);
+            done
+        })
+        .await;
+        let m = last.expect("scraped");
+        counted.map_err(|e| anyhow::anyhow!("{e}: {:?}", handshake_lines(&m)))?;
+        assert_eq!(client_handshakes(&m, "b", "ok"), 0.0);
+        anyhow::Ok(())
+    })
+    .await;
+    holder.abort();
+    result?
+}

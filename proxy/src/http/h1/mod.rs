@@ -4,10 +4,11 @@
 //!
 //! Why not hyper's server for every request: hyper's HTTP/1.1 dispatcher (state
 //! machine, buffered IO, body channel, encoder) is general; for the common exchange
-//! this loop does the same work with ~2k fewer instructions per proxied request (26.8k
-//! -> 24.7k, callgrind; figures in `tests/perf/README.md`). It serves requests without a body or
-//! with a `content-length` body that arrived with the head, and writes any response
-//! (streamed, length, chunked with trailers, or until close). Everything else (an
+//! this loop does the same work with ~2k fewer instructions per proxied request
+//! (26.8k -> 24.7k, callgrind; figures in `tests/perf/README.md`). It serves requests
+//! without a body or with a `content-length` body that arrived with the head, and
+//! writes any response (streamed, length, chunked with trailers, or until close).
+//! Everything else (an
 //! `Upgrade` or `CONNECT` tunnel, `Expect: 100-continue`, a chunked body, a body still
 //! to arrive) is handed to hyper's server at the request's first byte, with the bytes
 //! already read, and hyper serves the connection from there on
@@ -15,10 +16,11 @@
 //!
 //! Behaviour matches hyper's where a client could tell: pipelined requests are
 //! answered in order; a client that closes while its request is in flight cancels it;
-//! heads over the listener's limit get 431, malformed ones 400 (with `x-weft-error`),
-//! and the connection closes. The header timeout runs from a head's first byte to its
-//! last (Envoy's `request_headers_timeout`); an idle keep-alive connection is the idle
-//! timeout's business.
+//! heads over the listener's limit get 431, malformed ones 400 (with `x-weft-error`
+//! and a reason, where hyper sent a bare status), and the connection closes. One
+//! deliberate difference: the header timeout runs from a head's first byte to its last
+//! (Envoy's `request_headers_timeout`), not from the end of the previous exchange; an
+//! idle keep-alive connection is the idle timeout's business.
 
 pub mod encode;
 pub mod parse;

@@ -13,7 +13,7 @@ use weft_tests::ca::{CertDir, Exchange, TestCa, TlsClient};
 use weft_tests::{Client, TestProxy, eventually, upstream, within};
 
 use super::{
-    HANDSHAKES, OTHER_TD, TD, TTL, a_config, assert_xfcc, b_config, client_handshakes,
+    HANDSHAKES, OTHER_TD, TD, TTL, a_config, assert_xfcc, b_config, client_handshakes, expect_id,
     handshake_lines, server_handshakes, start_a,
 };
 use crate::LIMIT;
@@ -432,25 +432,9 @@ async fn a_silent_mesh_endpoint_times_out_the_client_handshake() -> anyhow::Resu
             held.push(s);
         }
     });
-    let a = TestProxy::start(&format!(
-        r#"
-identity: {identity}
-listeners:
-  - name: edge
-    address: 127.0.0.1:0
-    routes:
-      - match: {{ prefix: / }}
-        to: b
-clusters:
-  b:
-    endpoints: ["{addr}"]
-    mtls: {{ identity: {id:?} }}
-    connect_timeout: 1s
-"#,
-        identity = a_cert.identity_yaml(),
-        id = b_cert.id_str(),
-    ))
-    .await?;
+    // A's usual configuration, its cluster `b` with a 1 s connect timeout.
+    let mtls = format!("{}\n    connect_timeout: 1s", expect_id(&b_cert));
+    let a = TestProxy::start(&a_config(&a_cert, addr, &mtls, "")).await?;
     let result = within(LIMIT, "silent endpoint", async {
         let reply = Client::http1().get(&a.url("edge", "/")).await?;
         assert_eq!(reply.code(), 503, "{:?} {}", reply.headers, reply.text());

@@ -7,9 +7,8 @@
 //! clients are cut off: on the HTTP/1.1 loop from a head's first byte, on hyper's
 //! HTTP/1.1 server from the end of the previous exchange), and the size of a request's
 //! header block (beyond it: 431 on HTTP/1.1; on HTTP/2 the h2 crate closes the
-//! connection with GOAWAY). When the
-//! listener drains, in-flight requests finish, idle HTTP/1.1 connections close and
-//! HTTP/2 clients get a GOAWAY.
+//! connection with GOAWAY). When the listener drains, in-flight requests finish, idle
+//! HTTP/1.1 connections close and HTTP/2 clients get a GOAWAY.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -78,9 +77,6 @@ pub struct Settings {
 
 /// Smallest read buffer hyper accepts for HTTP/1.
 const MIN_H1_BUFFER: usize = 8192;
-
-/// The HTTP/1.1 read buffer's first size.
-const READ_BUFFER: usize = 8192;
 
 /// What an HTTP/2 client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -164,7 +160,8 @@ async fn serve_io<I>(
             // Our own loop first; hyper's server from the first request it cannot take.
             let stop = AtomicBool::new(false);
             let mut stream = stream;
-            let mut buf = BytesMut::with_capacity(READ_BUFFER);
+            // Grown by the loop's first read.
+            let mut buf = BytesMut::new();
             let limits = h1::Limits {
                 max_head: settings.max_request_headers,
                 head_timeout: settings.request_headers_timeout,

@@ -73,8 +73,15 @@ pub fn chunk(data: &Bytes, out: &mut Vec<u8>) {
     if data.is_empty() {
         return;
     }
+    chunk_head(data.len(), out);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the size line of a chunk of `len` bytes (its data and `\r\n` follow).
+pub fn chunk_head(len: usize, out: &mut Vec<u8>) {
     let mut hex = [0u8; 16];
-    let mut n = data.len();
+    let mut n = len;
     let mut i = hex.len();
     loop {
         i -= 1;
@@ -85,8 +92,6 @@ pub fn chunk(data: &Bytes, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&hex[i..]);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weft_tests::client::{raw_exchange, read_head, read_some};
+use weft_tests::pattern::PatternCheck;
 use weft_tests::{Behavior, TestProxy, Upstream, eventually, upstream, within};
 
 use crate::{LIMIT, edge_to};
@@ -163,6 +164,123 @@ async fn head_answers_have_no_body_and_http10_keeps_alive_when_asked() -> anyhow
             rest.text()
         );
         assert!(rest.text().starts_with("HTTP/1.0 200"), "{}", rest.text());
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+/// Large response bodies, with a length and chunked, arrive whole: frames big enough to
+/// be written from their own buffers (not copied) interleave correctly with the
+/// framing the loop writes around them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_arrive_whole_in_both_framings() -> anyhow::Result<()> {
+    const SIZE: u64 = 3 << 20;
+    let (up, proxy) = setup().await?;
+    within(LIMIT, "large bodies", async {
+        let mut s = TcpStream::connect(proxy.addr("edge")).await?;
+        up.set(Behavior::stream(SIZE));
+        s.write_all(b"GET /sized HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await?;
+        let (head, body) = response(&mut s).await?;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut check = PatternCheck::new();
+        check.update(&body);
+        assert!(
+            check.len() == SIZE && check.ok(),
+            "{head} {:?}",
+            check.first_mismatch()
+        );
+
+        up.set(Behavior::stream_chunked(SIZE));
+        s.write_all(b"GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await?;
+        let head = read_head(&mut s, READ).await?;
+        assert_eq!(
+            header(&head, "transfer-encoding"),
+            Some("chunked"),
+            "{head}"
+        );
+        let mut check = PatternCheck::new();
+        loop {
+            let line = read_line(&mut s).await?;
+            let n = usize::from_str_radix(line.trim(), 16)?;
+            let mut data = vec![0u8; n + 2];
+            tokio::time::timeout(READ, s.read_exact(&mut data)).await??;
+            if n == 0 {
+                assert_eq!(data, b"\r\n", "no trailers, then the end");
+                break;
+            }
+            assert_eq!(&data[n..], b"\r\n", "chunk of {n} ends with CRLF");
+            check.update(&data[..n]);
+        }
+        assert!(
+            check.len() == SIZE && check.ok(),
+            "{:?}",
+            check.first_mismatch()
+        );
+        // The connection is still in step for the next request.
+        up.set(Behavior::default());
+        s.write_all(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await?;
+        let (head, _) = response(&mut s).await?;
+        assert_eq!(header(&head, "x-seen-path"), Some("/after"), "{head}");
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+/// Reads one CRLF-terminated line, byte by byte.
+async fn read_line(s: &mut TcpStream) -> anyhow::Result<String> {
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(READ, s.read(&mut b)).await??;
+        anyhow::ensure!(
+            n == 1,
+            "closed inside a line: {:?}",
+            String::from_utf8_lossy(&line)
+        );
+        line.push(b[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// A listener that is drained (here: removed by a reload) lets the request in flight
+/// finish, says `connection: close` on its response and closes; an idle connection is
+/// closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_listener_finishes_the_request_in_flight_then_closes() -> anyhow::Result<()> {
+    let (up, proxy) = setup().await?;
+    up.set(Behavior::delay(Duration::from_millis(800)));
+    within(LIMIT, "drain", async {
+        let mut idle = TcpStream::connect(proxy.addr("edge")).await?;
+        idle.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await?;
+        response(&mut idle).await?;
+        let mut busy = TcpStream::connect(proxy.addr("edge")).await?;
+        busy.write_all(b"GET /inflight HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await?;
+        eventually(Duration::from_secs(10), "request upstream", async || {
+            up.requests()
+                .iter()
+                .any(|r| r.path_and_query == "/inflight")
+        })
+        .await?;
+        // The listener `edge` goes away: its connections drain.
+        proxy.rewrite_config(&format!(
+            "listeners:\n  - name: other\n    address: 127.0.0.1:0\n    routes:\n      \
+             - match: {{ prefix: / }}\n        to: loop\n\
+             clusters:\n  loop: {{ endpoints: [{}] }}\n",
+            up.addr()
+        ))?;
+        proxy.reload().await?;
+        let (head, _) = response(&mut busy).await?;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(header(&head, "connection"), Some("close"), "{head}");
+        let rest = read_some(&mut busy, READ, 1024).await?;
+        assert!(rest.closed && rest.bytes.is_empty(), "{}", rest.text());
+        let rest = read_some(&mut idle, READ, 1024).await?;
+        assert!(rest.closed && rest.bytes.is_empty(), "{}", rest.text());
         anyhow::Ok(())
     })
     .await?

@@ -22,26 +22,27 @@ pub enum Framing {
 
 /// The body's framing, and the `content-length` to announce.
 ///
-/// `header_len` is the response's own `content-length` (a `HEAD` answer or a 304
-/// announces the length the body would have had); `body_len` is the body's exact
+/// `header_len` gives the response's own `content-length` (a `HEAD` answer or a 304
+/// announces the length the body would have had); it is asked only where it matters
+/// (finding it costs a header lookup and a parse). `body_len` is the body's exact
 /// length when known, which wins for a body that is sent.
 pub fn framing(
     head_request: bool,
     status: StatusCode,
     http10: bool,
-    header_len: Option<u64>,
+    header_len: impl FnOnce() -> Option<u64>,
     body_len: Option<u64>,
 ) -> (Framing, Option<u64>) {
     if status.is_informational() || status == StatusCode::NO_CONTENT {
         return (Framing::Empty, None);
     }
     if status == StatusCode::NOT_MODIFIED {
-        return (Framing::Empty, header_len);
+        return (Framing::Empty, header_len());
     }
     if head_request {
-        return (Framing::Empty, header_len.or(body_len.filter(|n| *n > 0)));
+        return (Framing::Empty, header_len().or(body_len.filter(|n| *n > 0)));
     }
-    match body_len.or(header_len) {
+    match body_len.or_else(header_len) {
         Some(n) => (Framing::Length(n), Some(n)),
         None if http10 => (Framing::UntilClose, None),
         None => (Framing::Chunked, None),
@@ -70,14 +71,13 @@ pub fn head(
         out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    // The response's own length matters only where the body's is unknown or not sent
-    // (reading it costs a header lookup and a parse).
-    let header_len = if body_len.is_none() || head_request || status == StatusCode::NOT_MODIFIED {
-        header_length(&parts.headers)
-    } else {
-        None
-    };
-    let (framing, length) = framing(head_request, status, http10, header_len, body_len);
+    let (framing, length) = framing(
+        head_request,
+        status,
+        http10,
+        || header_length(&parts.headers),
+        body_len,
+    );
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING

@@ -51,6 +51,9 @@ const READ_CHUNK: usize = 8 * 1024;
 const MIN_READ_ROOM: usize = 1024;
 /// Buffered response bytes are written out once they reach this.
 const FLUSH_AT: usize = 64 * 1024;
+/// A response data frame at least this large is written from its own buffer, not
+/// copied into the connection's.
+const WRITE_THROUGH: usize = 16 * 1024;
 /// Room for headers in the map a request is parsed into (the previous response's map,
 /// cleared, when there was one).
 const MAP_ROOM: usize = 24;
@@ -236,14 +239,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         http10: bool,
         keep_alive: bool,
     ) -> bool {
-        let (parts, body) = resp.into_parts();
-        let (mut parts, body) = if parts.status.is_informational() {
-            // Interim responses only come with upgrades, which hyper serves.
-            let e = super::ProxyError::UpstreamProtocol("unexpected informational response");
-            e.into_response().into_parts()
-        } else {
-            (parts, body)
-        };
+        // No interim (1xx) response gets here: upgrades go to hyper, the upstream codec
+        // skips interim responses, and local answers are 200-599.
+        let (mut parts, body) = resp.into_parts();
         self.out.clear();
         let body_len = body.size_hint().exact();
         let (framing, keep) = encode::head(
@@ -301,7 +299,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
                     Some(Some(Ok(frame))) => frame,
                 };
                 match frame.into_data() {
-                    Ok(data) => self.put(&data, framing, &mut left, &mut whole),
+                    Ok(data) => {
+                        if let Some((data, suffix)) = self.put(data, framing, &mut left, &mut whole)
+                            && !self.write_through(data, suffix).await
+                        {
+                            return false;
+                        }
+                    }
                     Err(frame) => {
                         if let Ok(t) = frame.into_trailers() {
                             trailers = Some(t);
@@ -324,22 +328,49 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         self.flush().await && whole
     }
 
-    /// Appends one data frame in the body's framing.
-    fn put(&mut self, data: &Bytes, framing: Framing, left: &mut u64, whole: &mut bool) {
-        match framing {
-            Framing::Length(_) => {
-                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
-                self.out.extend_from_slice(&data[..n]);
-                *left -= n as u64;
-                if n < data.len() {
-                    tracing::debug!("response body longer than its content-length; cut");
-                    *whole = false;
-                }
+    /// Appends one data frame in the body's framing. A large frame is not copied: it is
+    /// returned, with what must follow it (a chunk's CRLF), to be written after `out`.
+    fn put(
+        &mut self,
+        mut data: Bytes,
+        framing: Framing,
+        left: &mut u64,
+        whole: &mut bool,
+    ) -> Option<(Bytes, &'static [u8])> {
+        if let Framing::Length(_) = framing {
+            let n = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
+            if n < data.len() {
+                tracing::debug!("response body longer than its content-length; cut");
+                *whole = false;
+                data.truncate(n);
             }
-            Framing::Chunked => wire::chunk(data, &mut self.out),
-            Framing::UntilClose => self.out.extend_from_slice(data),
-            Framing::Empty => {}
+            *left -= n as u64;
         }
+        let suffix: &'static [u8] = match framing {
+            Framing::Empty => return None,
+            Framing::Chunked if data.is_empty() => return None,
+            Framing::Chunked => {
+                wire::chunk_head(data.len(), &mut self.out);
+                b"\r\n"
+            }
+            Framing::Length(_) | Framing::UntilClose => b"",
+        };
+        if data.len() >= WRITE_THROUGH {
+            return Some((data, suffix));
+        }
+        self.out.extend_from_slice(&data);
+        self.out.extend_from_slice(suffix);
+        None
+    }
+
+    /// Writes `out`, then `data` and `suffix`, in one vectored write where the
+    /// connection takes them; false if the client is gone.
+    async fn write_through(&mut self, data: Bytes, suffix: &'static [u8]) -> bool {
+        let Self { io, out, .. } = self;
+        let mut parts = out.as_slice().chain(data).chain(suffix);
+        let ok = io.write_all_buf(&mut parts).await.is_ok();
+        out.clear();
+        ok
     }
 
     /// Writes out what is buffered; false if the client is gone.

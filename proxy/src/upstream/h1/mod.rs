@@ -385,6 +385,7 @@ async fn stream_body(
     framing: ReqFraming,
 ) -> Result<(), BoxError> {
     let mut trailers: Option<HeaderMap> = None;
+    let mut size_line = Vec::with_capacity(20);
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         let frame = match frame.into_trailers() {
@@ -399,9 +400,11 @@ async fn stream_body(
                 continue;
             }
             if framing == ReqFraming::Chunked {
-                let mut line = Vec::with_capacity(data.len() + 20);
-                wire::chunk(&data, &mut line);
-                w.write_all(&line).await?;
+                // Size line, data and CRLF in one vectored write; the data is not copied.
+                size_line.clear();
+                wire::chunk_head(data.len(), &mut size_line);
+                let mut parts = size_line.as_slice().chain(&data[..]).chain(&b"\r\n"[..]);
+                w.write_all_buf(&mut parts).await?;
             } else {
                 w.write_all(&data).await?;
             }

@@ -291,11 +291,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// At most this many ready sockets are taken from the kernel before the tasks they woke
+/// run (tokio's default is 1,024). A single-threaded proxy that reads 64 requests at once
+/// and only then lets the HTTP/2 connection they share write them holds the next hop idle
+/// for the whole batch; in small batches the hops overlap. Measured on the sidecar pair
+/// (64 HTTP/1.1 connections into A, HTTP/2 over mutual TLS to B): 8 did 1.0-1.3x the
+/// req/s of 1,024 and left less of the machine idle; the single-proxy rows did not move.
+/// The multi-threaded runtime keeps tokio's default: there the woken task runs next
+/// (its LIFO slot), and 8 cost ~5 % with two workers.
+const IO_EVENTS_PER_TICK: usize = 8;
+
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     // One worker runs everything on the main thread: no work stealing, no cross-thread
     // wakeups. More workers share the load through tokio's multi-threaded scheduler.
     let mut builder = if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        b.max_io_events_per_tick(IO_EVENTS_PER_TICK);
+        b
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         b.worker_threads(workers).thread_name("weft-worker");

@@ -1084,6 +1084,45 @@ fn proxy_forwards_to_its_upstreams() {
 }
 
 #[test]
+fn single_worker_proxy_serves_more_ready_connections_than_one_batch() {
+    // `--workers 1` runs the single-threaded runtime, which takes only a few ready
+    // sockets from the kernel per tick (`IO_EVENTS_PER_TICK` in main.rs, 8). Every
+    // request here is written before any response is read, so far more connections than
+    // that are ready at once; each must still be answered, none left waiting.
+    let up = upstream("one");
+    let to = up.to_string();
+    let mut proxy = Running::start(&[
+        "--workers",
+        "1",
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &to,
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let listen = proxy.wait_for(true, |l| addr_after(l, "weft: listener proxy on"));
+    let mut streams: Vec<TcpStream> = (0..48)
+        .map(|i| {
+            let mut s = TcpStream::connect(listen).unwrap();
+            s.set_read_timeout(Some(HANG)).unwrap();
+            let head =
+                format!("GET /batch/{i} HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n");
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    for (i, s) in streams.iter_mut().enumerate() {
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let resp = parse_response(&raw);
+        assert_eq!(resp.status, 200, "connection {i}: {resp:?}");
+        assert_eq!(text(&resp.body), format!("one GET /batch/{i}"), "{resp:?}");
+    }
+}
+
+#[test]
 fn proxy_on_a_chosen_port_reports_upstream_failure() {
     // A free port: bind, read it, let it go.
     let port = TcpListener::bind("127.0.0.1:0")

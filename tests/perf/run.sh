@@ -7,6 +7,8 @@
 # Env:   DURATION (10s)  CONNS (64)  H2_CONNS (16)  H2_STREAMS (10)  WARMUP (2s)
 #        ROUNDS (3: every proxy measured this many times, in rotating order; medians reported)
 #        PIN (0)  WEFT_BIN (prebuilt binary; skips cargo)  PORT_BASE (18080)
+#        PGO (1: build weft with deploy/build-pgo.sh, the profile-guided release build that
+#             ships, ~15 min; 0: plain cargo build --release; either way not with WEFT_BIN)
 #        OUT (results dir; default tests/perf/results/<timestamp>)  NO_INSTALL (0)
 #        WAIT_IDLE (0: seconds to wait, before each scenario, for running cargo/rustc to end)
 #        NOISE_MAX (10: % CPU of other processes above which a scenario is redone)
@@ -184,12 +186,21 @@ fi
 # ---------------------------------------------------------------- weft binary
 if [[ -n ${WEFT_BIN:-} ]]; then
     [[ -x $WEFT_BIN ]] || die "WEFT_BIN=$WEFT_BIN is not an executable"
+    WEFT_BUILD="prebuilt (WEFT_BIN)"
+elif [[ ${PGO:-1} == 1 ]]; then
+    command -v cargo > /dev/null 2>&1 || die "cargo not found (install Rust >= 1.90, or set WEFT_BIN)"
+    log "building weft with profile-guided optimisation (deploy/build-pgo.sh, ~15 min)"
+    WEFT_BIN="$(NO_INSTALL="$NO_INSTALL" "$ROOT/deploy/build-pgo.sh" | tail -n1)" ||
+        die "deploy/build-pgo.sh failed (PGO=0 measures a plain release build instead)"
+    [[ -x $WEFT_BIN ]] || die "deploy/build-pgo.sh finished but $WEFT_BIN is missing"
+    WEFT_BUILD="profile-guided (deploy/build-pgo.sh)"
 else
     command -v cargo > /dev/null 2>&1 || die "cargo not found (install Rust >= 1.90, or set WEFT_BIN)"
     log "building weft (cargo build --release -p weft-proxy)"
     (cd "$ROOT" && cargo build --release -p weft-proxy)
     WEFT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/weft"
     [[ -x $WEFT_BIN ]] || die "build finished but $WEFT_BIN is missing"
+    WEFT_BUILD="plain (cargo build --release, PGO=0)"
 fi
 # The collector for the telemetry-on run: counts the spans it is sent, keeps nothing.
 if [[ $TELEMETRY == 1 && -z ${OTLP_SINK_BIN:-} ]]; then
@@ -755,7 +766,7 @@ done
 {
     echo "date: $(date -u +%FT%TZ)"
     echo "host: $(uname -srm); $(nproc) CPUs; $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
-    echo "weft: $WEFT_BIN ($("$WEFT_BIN" --version 2> /dev/null || echo '?'))"
+    echo "weft: $WEFT_BIN ($("$WEFT_BIN" --version 2> /dev/null || echo '?')); build: $WEFT_BUILD"
     echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo '?')" \
         "($(git -C "$ROOT" status --porcelain 2> /dev/null | wc -l) changed files in the work tree)"
     echo "haproxy: $(haproxy -v 2> /dev/null | head -n1)"

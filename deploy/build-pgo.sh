@@ -90,8 +90,10 @@ log "rustc $(rustc -V | cut -d' ' -f2) (LLVM $LLVM_MAJOR), $PROFDATA"
 # --- build -------------------------------------------------------------------------------
 # --target keeps RUSTFLAGS off build scripts and proc macros: only the binary is
 # instrumented, and only its profile is collected.
+# Not incremental: each build is made once, and a dev profile's incremental cache would
+# take gigabytes for nothing.
 build() { # DIR FLAG
-    RUSTFLAGS="${RUSTFLAGS:-} $2" cargo build --manifest-path "$ROOT/Cargo.toml" \
+    CARGO_INCREMENTAL=0 RUSTFLAGS="${RUSTFLAGS:-} $2" cargo build --manifest-path "$ROOT/Cargo.toml" \
         --profile "$PROFILE" -p weft-proxy --bin weft --target "$HOST" --target-dir "$1" >&2
 }
 out_dir() { # DIR: where cargo puts the binary for $PROFILE
